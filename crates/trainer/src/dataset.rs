@@ -1,0 +1,145 @@
+//! [`Dataset`]: indexed access to training examples, and [`ArrayDataset`],
+//! the in-memory dataset of fixed-shape `f32` examples that images become.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+/// A finite collection of examples addressed by index, as Chainer's datasets are.
+pub trait Dataset: Send + Sync {
+    type Example;
+
+    /// Number of examples.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The example at `index` (`0..len()`).
+    fn get(&self, index: usize) -> Result<Self::Example>;
+}
+
+impl<D: Dataset + ?Sized> Dataset for Arc<D> {
+    type Example = D::Example;
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn get(&self, index: usize) -> Result<Self::Example> {
+        (**self).get(index)
+    }
+}
+
+/// One example of an [`ArrayDataset`]: its values (in the dataset's example
+/// shape, row-major) and optional class label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub values: Vec<f32>,
+    pub shape: Arc<[usize]>,
+    pub label: Option<u32>,
+}
+
+/// Examples of one fixed shape stored contiguously in memory.
+#[derive(Debug, Clone)]
+pub struct ArrayDataset {
+    values: Arc<[f32]>,
+    shape: Arc<[usize]>,
+    labels: Option<Arc<[u32]>>,
+    example_len: usize,
+}
+
+impl ArrayDataset {
+    /// `values` holds `n` examples of `example_shape` back to back; `labels`, if
+    /// given, holds one label per example.
+    pub fn new(values: Vec<f32>, example_shape: &[usize], labels: Option<Vec<u32>>) -> Result<Self> {
+        let example_len: usize = example_shape.iter().product();
+        if example_len == 0 {
+            bail!("an example shape must have no zero dimension, got {example_shape:?}");
+        }
+        if values.len() % example_len != 0 {
+            bail!(
+                "{} values do not divide into examples of shape {example_shape:?}",
+                values.len()
+            );
+        }
+        let n = values.len() / example_len;
+        if let Some(labels) = &labels {
+            if labels.len() != n {
+                bail!("{} labels for {n} examples", labels.len());
+            }
+        }
+        Ok(Self {
+            values: values.into(),
+            shape: example_shape.into(),
+            labels: labels.map(Into::into),
+            example_len,
+        })
+    }
+
+    pub fn example_shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The values of example `index` without copying.
+    pub fn values_of(&self, index: usize) -> &[f32] {
+        &self.values[index * self.example_len..(index + 1) * self.example_len]
+    }
+
+    pub fn labels(&self) -> Option<&[u32]> {
+        self.labels.as_deref()
+    }
+
+    /// All values, `len() * example_len` of them.
+    pub fn all_values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// A dataset of the first `n` examples (or all, if fewer).
+    pub fn take(&self, n: usize) -> Self {
+        let n = n.min(self.len());
+        Self {
+            values: self.values[..n * self.example_len].into(),
+            shape: self.shape.clone(),
+            labels: self.labels.as_ref().map(|l| l[..n].into()),
+            example_len: self.example_len,
+        }
+    }
+}
+
+impl Dataset for ArrayDataset {
+    type Example = Example;
+
+    fn len(&self) -> usize {
+        self.values.len() / self.example_len
+    }
+
+    fn get(&self, index: usize) -> Result<Example> {
+        if index >= self.len() {
+            bail!("index {index} is out of range for a dataset of {} examples", self.len());
+        }
+        Ok(Example {
+            values: self.values_of(index).to_vec(),
+            shape: self.shape.clone(),
+            label: self.labels.as_ref().map(|l| l[index]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_dataset_indexes_examples() -> Result<()> {
+        let ds = ArrayDataset::new((0..12).map(|v| v as f32).collect(), &[2, 2], Some(vec![0, 1, 2]))?;
+        assert_eq!(ds.len(), 3);
+        let e = ds.get(1)?;
+        assert_eq!(e.values, vec![4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(e.label, Some(1));
+        assert!(ds.get(3).is_err());
+        assert!(ArrayDataset::new(vec![0.0; 5], &[2], None).is_err());
+        assert!(ArrayDataset::new(vec![0.0; 4], &[2], Some(vec![1])).is_err());
+        assert_eq!(ds.take(2).len(), 2);
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Ready-made extensions: logging, progress, snapshots, plots, non-finite checks.
