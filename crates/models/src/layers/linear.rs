@@ -1,0 +1,43 @@
+//! Fully connected layer, initialized as Chainer's `Linear`.
+
+use anyhow::Result;
+use candle_core::{Device, Tensor, Var};
+use kusari_trainer::{ParamStore, Rng};
+
+use super::init;
+use crate::config::Init;
+
+/// `y = x Wᵀ + b` with `W` of shape `[out, in]`, on `[N, in]` inputs.
+#[derive(Clone)]
+pub struct Linear {
+    weight: Var,
+    bias: Var,
+}
+
+impl Linear {
+    /// Registers `weight` and `bias` in `params`.
+    pub fn new(
+        params: &ParamStore,
+        inputs: usize,
+        outputs: usize,
+        init: &Init,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight = params.parameter(
+            "weight",
+            init::weight((outputs, inputs), inputs, init, rng, device)?,
+        )?;
+        let bias = params.parameter("bias", init::zeros(outputs, device)?)?;
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        linear(x, self.weight.as_tensor(), self.bias.as_tensor())
+    }
+}
+
+/// `x Wᵀ + b`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    Ok(x.matmul(&weight.t()?)?.broadcast_add(bias)?)
+}
