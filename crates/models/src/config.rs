@@ -7,6 +7,9 @@
 //! lr 1e-3 β1 0.5). In JSON every field may be left out (it takes the seed's
 //! value) and unknown fields are errors, so a typo cannot pass silently.
 
+use std::fmt;
+use std::str::FromStr;
+
 use anyhow::{bail, Result};
 use kusari_trainer::AdamConfig;
 use serde::{Deserialize, Serialize};
@@ -393,6 +396,56 @@ impl ModelConfig {
     }
 }
 
+/// `FromStr` and `Display` with the serde (kebab-case) names, so a command
+/// line can take the same words as the JSON.
+macro_rules! named_choices {
+    ($t:ty, $what:literal, [$($variant:ident = $name:literal),+ $(,)?]) => {
+        impl $t {
+            /// The names this choice accepts.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+
+        impl FromStr for $t {
+            type Err = anyhow::Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($name => Ok(<$t>::$variant),)+
+                    _ => bail!("unknown {} `{s}`; choose one of: {}", $what, Self::NAMES.join(", ")),
+                }
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $(<$t>::$variant => $name,)+
+                })
+            }
+        }
+    };
+}
+
+named_choices!(
+    PtVariant,
+    "pull-away variant",
+    [Paper = "paper", Blog = "blog", Unsquared = "unsquared"]
+);
+named_choices!(
+    BnStrategy,
+    "batch-norm strategy",
+    [
+        Joint = "joint",
+        Separate = "separate",
+        RealStats = "real-stats"
+    ]
+);
+named_choices!(Arch, "architecture", [Mlp = "mlp", Conv = "conv"]);
+named_choices!(
+    OutputActivation,
+    "output activation",
+    [Identity = "identity", Tanh = "tanh", Sigmoid = "sigmoid"]
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +486,28 @@ mod tests {
     }
 
     #[test]
+    fn choices_parse_and_print_their_json_names() -> Result<()> {
+        for name in BnStrategy::NAMES {
+            let parsed: BnStrategy = name.parse()?;
+            assert_eq!(parsed.to_string(), *name);
+            assert_eq!(serde_json::to_value(parsed)?, serde_json::json!(name));
+        }
+        for name in PtVariant::NAMES {
+            assert_eq!(
+                serde_json::to_value(name.parse::<PtVariant>()?)?,
+                serde_json::json!(name)
+            );
+        }
+        for name in OutputActivation::NAMES.iter().chain(Arch::NAMES) {
+            let ok = name.parse::<OutputActivation>().is_ok() || name.parse::<Arch>().is_ok();
+            assert!(ok, "{name}");
+        }
+        let err = "real_stats".parse::<BnStrategy>().unwrap_err().to_string();
+        assert!(err.contains("joint, separate, real-stats"), "{err}");
+        Ok(())
+    }
+
+    #[test]
     fn validation_names_the_bad_value() {
         let mut c = Config::default();
         c.model.dis.dropout = 1.0;
@@ -441,15 +516,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("dis.dropout"));
-        let mut c = Config::default();
-        c.batch_size = 0;
+        let c = Config {
+            batch_size: 0,
+            ..Config::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("batch_size"));
-        let mut c = Config::default();
-        c.model = ModelConfig::conv(ImageShape {
-            channels: 1,
-            height: 7,
-            width: 7,
-        });
+        let mut c = Config {
+            model: ModelConfig::conv(ImageShape {
+                channels: 1,
+                height: 7,
+                width: 7,
+            }),
+            ..Config::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("7"));
         c.model = ModelConfig::conv(ImageShape::RGB64);
         assert!(c.validate().is_ok());

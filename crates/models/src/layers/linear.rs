@@ -7,7 +7,12 @@ use kusari_trainer::{ParamStore, Rng};
 use super::init;
 use crate::config::Init;
 
-/// `y = x Wᵀ + b` with `W` of shape `[out, in]`, on `[N, in]` inputs.
+/// `y = x W + b` on `[N, in]` inputs.
+///
+/// `W` is stored `[in, out]` (Chainer stores its transpose): candle's matmul
+/// gradient for `W` then comes out contiguous, and accumulating it is a
+/// plain vector add instead of a strided one (several times faster at the
+/// seed's 3200×3200).
 #[derive(Clone)]
 pub struct Linear {
     weight: Var,
@@ -26,7 +31,7 @@ impl Linear {
     ) -> Result<Self> {
         let weight = params.parameter(
             "weight",
-            init::weight((outputs, inputs), inputs, init, rng, device)?,
+            init::weight((inputs, outputs), inputs, init, rng, device)?,
         )?;
         let bias = params.parameter("bias", init::zeros(outputs, device)?)?;
         Ok(Self { weight, bias })
@@ -37,7 +42,7 @@ impl Linear {
     }
 }
 
-/// `x Wᵀ + b`.
+/// `x W + b` for `W` of shape `[in, out]`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    Ok(x.matmul(&weight.t()?)?.broadcast_add(bias)?)
+    Ok(x.matmul(weight)?.broadcast_add(bias)?)
 }

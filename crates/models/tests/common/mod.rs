@@ -14,6 +14,12 @@ use kusari_trainer::Priority;
 /// Reported values of one iteration, by key.
 pub type Reports = BTreeMap<String, f64>;
 
+/// A trainer as [`trainer`] builds it.
+pub type TestTrainer = Trainer<StandardUpdater<ArrayDataset, ConcatExamples, kusari_models::Core>>;
+
+/// Every iteration's reports, as the recording extension fills them.
+pub type ReportLog = Arc<Mutex<Vec<Reports>>>;
+
 /// The seed's nets at toy widths on 8×8 images.
 pub fn tiny_config(objective: Objective) -> Config {
     let mut c = Config {
@@ -54,11 +60,7 @@ pub fn trainer(
     seed: u64,
     iterations: u64,
     out: &Path,
-) -> Result<(
-    Trainer<StandardUpdater<ArrayDataset, ConcatExamples, kusari_models::Core>>,
-    Arc<Mutex<Vec<Reports>>>,
-    Nets,
-)> {
+) -> Result<(TestTrainer, ReportLog, Nets)> {
     let device = Device::Cpu;
     let nets = Nets::build(config, &device, seed)?;
     let iterator = SerialIterator::new(Arc::new(dataset), config.batch_size, true, seed)?;
