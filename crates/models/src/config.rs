@@ -18,12 +18,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The nets and the images they see.
     pub model: ModelConfig,
+    /// GAN or EBGAN, with EBGAN's hyper-parameters.
     pub objective: Objective,
     /// Adam for the generator (`gen`).
     pub gen_adam: AdamConfig,
     /// Adam for the discriminator (`dis`).
     pub dis_adam: AdamConfig,
+    /// Real (and fake) images per iteration.
     pub batch_size: usize,
 }
 
@@ -89,6 +92,7 @@ pub enum Objective {
 }
 
 impl Objective {
+    /// Whether D is EBGAN's auto-encoder.
     pub fn is_ebgan(&self) -> bool {
         matches!(self, Objective::Ebgan(_))
     }
@@ -117,6 +121,7 @@ impl Default for EbganConfig {
 }
 
 impl EbganConfig {
+    /// Checks margin and weight, naming the bad one.
     pub fn validate(&self) -> Result<()> {
         if !(self.margin.is_finite() && self.margin >= 0.0) {
             bail!("margin must be a non-negative number, got {}", self.margin);
@@ -128,7 +133,7 @@ impl EbganConfig {
     }
 }
 
-/// The pull-away term's formula (see [`crate::ebgan::pull_away`]).
+/// The pull-away term's formula (see [`crate::ebgan::pull_away()`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PtVariant {
@@ -170,8 +175,11 @@ pub enum Arch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageShape {
+    /// 1 for gray, 3 for RGB.
     pub channels: usize,
+    /// Rows of pixels.
     pub height: usize,
+    /// Columns of pixels.
     pub width: usize,
 }
 
@@ -194,10 +202,12 @@ impl ImageShape {
         self.channels * self.height * self.width
     }
 
+    /// Whether a dimension is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// `[channels, height, width]`.
     pub fn dims(&self) -> [usize; 3] {
         [self.channels, self.height, self.width]
     }
@@ -208,9 +218,15 @@ impl ImageShape {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Init {
     /// Chainer v1's Linear and Convolution2D: N(0, wscale·sqrt(1/fan_in)).
-    ChainerV1 { wscale: f64 },
+    ChainerV1 {
+        /// Chainer's `wscale` (0.02 for the seed's G, 0.002 for its D).
+        wscale: f64,
+    },
     /// N(0, std) whatever the fan-in (DCGAN's 0.02).
-    Normal { std: f64 },
+    Normal {
+        /// The standard deviation.
+        std: f64,
+    },
 }
 
 impl Init {
@@ -256,7 +272,9 @@ pub struct GenConfig {
     pub units: usize,
     /// MLP: number of hidden layers. Conv: ignored (the image size sets the stages).
     pub layers: usize,
+    /// How G's weights are drawn.
     pub init: Init,
+    /// G's last activation.
     pub output: OutputActivation,
 }
 
@@ -280,11 +298,13 @@ pub struct DisConfig {
     pub units: usize,
     /// MLP: number of hidden (encoder) layers. Conv: ignored.
     pub layers: usize,
+    /// How D's weights are drawn.
     pub init: Init,
     /// Dropout ratio after each hidden BatchNorm (0 disables it).
     pub dropout: f64,
     /// Negative slope of the hidden layers' leaky ReLU.
     pub leaky_slope: f64,
+    /// How D's batch normalization treats the real and the fake batch.
     pub batch_norm: BnStrategy,
 }
 
@@ -305,10 +325,15 @@ impl Default for DisConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
+    /// MLP (the seed) or conv nets.
     pub arch: Arch,
+    /// The images G makes and D sees.
     pub image: ImageShape,
+    /// Size of the noise z.
     pub z_dim: usize,
+    /// The generator.
     pub gen: GenConfig,
+    /// The discriminator.
     pub dis: DisConfig,
 }
 

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # kusari-models
 //!
 //! GAN and EBGAN(-PT) on [`kusari_trainer`]: the seed's MLP nets and

@@ -30,7 +30,9 @@ pub const UPDATE_STREAM: &str = "update";
 /// sample from a clone of `gen` while the updater trains it.
 #[derive(Clone)]
 pub struct Nets {
+    /// G (model `gen`).
     pub gen: Generator,
+    /// D (model `dis`).
     pub dis: Discriminator,
 }
 
@@ -105,7 +107,9 @@ impl Nets {
 
 /// Either update rule, as [`Nets::core`] builds it.
 pub enum Core {
+    /// [`Objective::Gan`].
     Gan(GanUpdater),
+    /// [`Objective::Ebgan`].
     Ebgan(EbganUpdater),
 }
 

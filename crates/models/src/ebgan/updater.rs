@@ -47,14 +47,17 @@ impl EbganUpdater {
         }
     }
 
+    /// Margin, PT weight and variant.
     pub fn config(&self) -> &EbganConfig {
         &self.config
     }
 
+    /// The G this rule trains (sharing parameters with the `gen` model).
     pub fn generator(&self) -> &Generator {
         &self.gen
     }
 
+    /// The D this rule trains (sharing parameters with the `dis` model).
     pub fn discriminator(&self) -> &AutoEncoder {
         &self.dis
     }

@@ -33,10 +33,12 @@ impl GanUpdater {
         Self { gen, dis, rng }
     }
 
+    /// The G this rule trains (sharing parameters with the `gen` model).
     pub fn generator(&self) -> &Generator {
         &self.gen
     }
 
+    /// The D this rule trains (sharing parameters with the `dis` model).
     pub fn discriminator(&self) -> &LogitDiscriminator {
         &self.dis
     }

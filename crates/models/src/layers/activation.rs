@@ -8,15 +8,20 @@ use crate::config::OutputActivation;
 /// An elementwise nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
+    /// `x`.
     Identity,
+    /// `max(x, 0)`.
     Relu,
     /// `x` for `x > 0`, `slope·x` otherwise.
     LeakyRelu(f64),
+    /// Into (−1, 1).
     Tanh,
+    /// `1 / (1 + e^−x)`, into (0, 1).
     Sigmoid,
 }
 
 impl Activation {
+    /// The activation of every value of `x`.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match *self {
             Activation::Identity => x.clone(),

@@ -43,6 +43,7 @@ impl BatchNorm {
         })
     }
 
+    /// The epsilon added to the variance.
     pub fn eps(&self) -> f64 {
         self.eps
     }

@@ -15,8 +15,11 @@ use crate::config::Init;
 /// Kernel size, stride and padding of a square convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// Side of the square kernel.
     pub kernel: usize,
+    /// Step between kernel positions.
     pub stride: usize,
+    /// Zeros added on each side (conv) or cropped from each side (deconv).
     pub padding: usize,
 }
 
@@ -38,6 +41,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// Registers `weight` and `bias` in `params`, the weight drawn from `init` with fan-in `inputs·k²`.
     pub fn new(
         params: &ParamStore,
         inputs: usize,
@@ -61,6 +65,7 @@ impl Conv2d {
         })
     }
 
+    /// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(
             x,
@@ -80,6 +85,7 @@ pub struct Deconv2d {
 }
 
 impl Deconv2d {
+    /// Registers `weight` and `bias` in `params`, the weight drawn from `init` with fan-in `inputs·k²`.
     pub fn new(
         params: &ParamStore,
         inputs: usize,
@@ -103,6 +109,7 @@ impl Deconv2d {
         })
     }
 
+    /// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         deconv2d(
             x,

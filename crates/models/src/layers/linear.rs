@@ -37,6 +37,7 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// `[N, in]` → `[N, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         linear(x, self.weight.as_tensor(), self.bias.as_tensor())
     }

@@ -27,11 +27,14 @@ use crate::config::BnStrategy;
 /// Training (batch statistics, dropout masks from the given generator,
 /// running statistics updated) or evaluation (running statistics, no dropout).
 pub enum Phase<'a> {
+    /// Training, drawing dropout masks from this generator.
     Train(&'a mut Rng),
+    /// Evaluation: deterministic, no state changes.
     Eval,
 }
 
 impl Phase<'_> {
+    /// Whether this is [`Phase::Train`].
     pub fn is_train(&self) -> bool {
         matches!(self, Phase::Train(_))
     }
@@ -40,12 +43,17 @@ impl Phase<'_> {
 /// One step of a net.
 #[derive(Clone)]
 pub enum Layer {
+    /// Fully connected.
     Linear(Linear),
+    /// 2-D convolution.
     Conv(Conv2d),
+    /// 2-D transposed convolution.
     Deconv(Deconv2d),
+    /// Batch normalization (following the group's [`BnStrategy`]).
     BatchNorm(BatchNorm),
     /// Inverted dropout with this ratio (identity in evaluation).
     Dropout(f32),
+    /// An elementwise nonlinearity.
     Activation(Activation),
     /// Reshapes each example to these dimensions (the batch axis is kept).
     Reshape(Vec<usize>),

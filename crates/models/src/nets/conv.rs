@@ -66,6 +66,7 @@ fn channels(units: usize, i: usize) -> usize {
     units << i
 }
 
+/// G: z → images.
 pub fn generator(
     c: &ModelConfig,
     params: ParamStore,

@@ -50,10 +50,12 @@ impl AutoEncoder {
         })
     }
 
+    /// D's parameters and BatchNorm running statistics.
     pub fn params(&self) -> &ParamStore {
         &self.params
     }
 
+    /// How batch normalization treats the real and the fake batch.
     pub fn batch_norm(&self) -> BnStrategy {
         self.batch_norm
     }
@@ -135,6 +137,7 @@ impl LogitDiscriminator {
         })
     }
 
+    /// D's parameters and BatchNorm running statistics.
     pub fn params(&self) -> &ParamStore {
         &self.params
     }
@@ -171,11 +174,14 @@ impl LogitDiscriminator {
 /// Either discriminator, as [`crate::Nets`] holds it.
 #[derive(Clone)]
 pub enum Discriminator {
+    /// GAN's D.
     Logit(LogitDiscriminator),
+    /// EBGAN's D.
     AutoEncoder(AutoEncoder),
 }
 
 impl Discriminator {
+    /// D's parameters and BatchNorm running statistics.
     pub fn params(&self) -> &ParamStore {
         match self {
             Discriminator::Logit(d) => d.params(),

@@ -43,14 +43,17 @@ impl Generator {
         &self.params
     }
 
+    /// Size of the noise z.
     pub fn z_dim(&self) -> usize {
         self.z_dim
     }
 
+    /// The images G makes, `[C, H, W]`.
     pub fn image_shape(&self) -> ImageShape {
         self.image
     }
 
+    /// Where G's parameters live.
     pub fn device(&self) -> &Device {
         &self.device
     }

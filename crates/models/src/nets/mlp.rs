@@ -15,6 +15,7 @@ use super::stack::{Stack, StackBuilder};
 use crate::config::ModelConfig;
 use crate::layers::Activation;
 
+/// G: z → images.
 pub fn generator(
     c: &ModelConfig,
     params: ParamStore,

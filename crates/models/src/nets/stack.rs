@@ -37,6 +37,7 @@ impl Stack {
         Ok(out.remove(0))
     }
 
+    /// The layers, in order.
     pub fn layers(&self) -> &[Layer] {
         &self.layers
     }
@@ -54,6 +55,7 @@ pub struct StackBuilder<'a> {
 }
 
 impl<'a> StackBuilder<'a> {
+    /// An empty stack whose parameters go into `params`, weights drawn from `init` with `rng`.
     pub fn new(params: ParamStore, init: Init, rng: &'a mut Rng, device: &Device) -> Self {
         Self {
             params,
@@ -72,6 +74,7 @@ impl<'a> StackBuilder<'a> {
         self.params.sub(&name)
     }
 
+    /// A fully connected layer (`linearN/…`).
     pub fn linear(mut self, inputs: usize, outputs: usize) -> Result<Self> {
         let p = self.scope("linear");
         let l = Linear::new(&p, inputs, outputs, &self.init, self.rng, &self.device)?;
@@ -79,6 +82,7 @@ impl<'a> StackBuilder<'a> {
         Ok(self)
     }
 
+    /// A convolution (`convN/…`).
     pub fn conv(mut self, inputs: usize, outputs: usize, geometry: ConvGeometry) -> Result<Self> {
         let p = self.scope("conv");
         let l = Conv2d::new(
@@ -94,6 +98,7 @@ impl<'a> StackBuilder<'a> {
         Ok(self)
     }
 
+    /// A transposed convolution (`deconvN/…`).
     pub fn deconv(mut self, inputs: usize, outputs: usize, geometry: ConvGeometry) -> Result<Self> {
         let p = self.scope("deconv");
         let l = Deconv2d::new(
@@ -109,6 +114,7 @@ impl<'a> StackBuilder<'a> {
         Ok(self)
     }
 
+    /// Batch normalization over `channels` (`bnN/…`).
     pub fn batch_norm(mut self, channels: usize) -> Result<Self> {
         let p = self.scope("bn");
         let l = BatchNorm::new(&p, channels, &self.device)?;
@@ -132,11 +138,13 @@ impl<'a> StackBuilder<'a> {
         self
     }
 
+    /// Reshapes each example to `dims`.
     pub fn reshape(mut self, dims: &[usize]) -> Self {
         self.layers.push(Layer::Reshape(dims.to_vec()));
         self
     }
 
+    /// The finished stack.
     pub fn build(self) -> Stack {
         Stack {
             layers: self.layers,
