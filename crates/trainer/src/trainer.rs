@@ -69,7 +69,7 @@ impl ExtendHandle<'_> {
 fn unique_name(name: &str, taken: &[String]) -> String {
     let mut candidate = name.to_string();
     let mut ordinal = 0;
-    while taken.iter().any(|t| *t == candidate) {
+    while taken.contains(&candidate) {
         ordinal += 1;
         candidate = format!("{name}_{ordinal}");
     }
@@ -80,7 +80,11 @@ fn unique_name(name: &str, taken: &[String]) -> String {
 pub const SNAPSHOT_FORMAT: &str = "kusari-snapshot";
 pub const SNAPSHOT_VERSION: u32 = 1;
 
-fn status_of<'a>(updater: &dyn Updater, elapsed: Duration, observation: &'a Observation) -> Status<'a> {
+fn status_of<'a>(
+    updater: &dyn Updater,
+    elapsed: Duration,
+    observation: &'a Observation,
+) -> Status<'a> {
     Status {
         iteration: updater.iteration(),
         epoch: updater.epoch(),
@@ -98,6 +102,7 @@ fn collect_state(
     entries: &mut [Entry],
     elapsed: Duration,
     metadata: &serde_json::Map<String, serde_json::Value>,
+    running: Option<(&str, State)>,
 ) -> Result<State> {
     let mut state = State::new();
     state.put("format", SNAPSHOT_FORMAT)?;
@@ -114,6 +119,9 @@ fn collect_state(
         if let Some(ext) = entry.extension.as_mut() {
             extensions.nest(&entry.name, ext.state()?);
         }
+    }
+    if let Some((name, own)) = running {
+        extensions.nest(name, own);
     }
     state.put("triggers", &triggers)?;
     state.nest("extensions", extensions);
@@ -201,6 +209,7 @@ impl<U: Updater + 'static> Trainer<U> {
             &mut self.entries,
             elapsed,
             &self.metadata,
+            None,
         )
     }
 
@@ -238,7 +247,8 @@ impl<U: Updater + 'static> Trainer<U> {
                 }
             }
         }
-        self.elapsed_before = Duration::from_secs_f64(state.get::<f64>("elapsed_seconds")?.max(0.0));
+        self.elapsed_before =
+            Duration::from_secs_f64(state.get::<f64>("elapsed_seconds")?.max(0.0));
         Ok(())
     }
 
@@ -261,8 +271,13 @@ impl<U: Updater + 'static> Trainer<U> {
         f: impl FnOnce(&mut dyn Extension, &mut Context<'_>) -> Result<R>,
     ) -> Result<R> {
         let elapsed = self.elapsed();
+        let training_length = self.stop_trigger.training_length();
+        let name = self.entries[index].name.clone();
         let Some(mut extension) = self.entries[index].extension.take() else {
-            bail!("extension `{}` is already running", self.entries[index].name);
+            bail!(
+                "extension `{}` is already running",
+                self.entries[index].name
+            );
         };
         let Self {
             updater,
@@ -273,14 +288,17 @@ impl<U: Updater + 'static> Trainer<U> {
             metadata,
             ..
         } = self;
-        let mut state_source = |u: &dyn Updater| {
-            collect_state(u, &mut **stop_trigger, entries, elapsed, metadata)
+        let mut state_source = |u: &dyn Updater, own: Option<State>| {
+            let running = own.map(|own| (name.as_str(), own));
+            collect_state(u, &mut **stop_trigger, entries, elapsed, metadata, running)
         };
         let mut ctx = Context {
             updater,
             out,
             observation,
             elapsed,
+            name: &name,
+            training_length,
             state_source: &mut state_source,
         };
         let result = f(extension.as_mut(), &mut ctx);
@@ -313,7 +331,10 @@ impl<U: Updater + 'static> Trainer<U> {
         if let Err(error) = &result {
             for i in 0..self.entries.len() {
                 if let Err(e) = self.with_extension(i, |ext, ctx| ext.on_error(ctx, error)) {
-                    tracing::error!("extension `{}` failed while handling an error: {e:#}", self.entries[i].name);
+                    tracing::error!(
+                        "extension `{}` failed while handling an error: {e:#}",
+                        self.entries[i].name
+                    );
                 }
             }
         }
@@ -353,7 +374,10 @@ impl<U: Updater + 'static> Trainer<U> {
                 return Ok(Ending::Completed);
             }
             if self.stop_requested() {
-                tracing::info!("stopping at iteration {} as requested", self.updater.iteration());
+                tracing::info!(
+                    "stopping at iteration {} as requested",
+                    self.updater.iteration()
+                );
                 return Ok(Ending::Interrupted);
             }
             self.observation.clear();
@@ -362,10 +386,9 @@ impl<U: Updater + 'static> Trainer<U> {
                 self.updater.update()?;
                 for i in 0..self.entries.len() {
                     let status = status_of(&self.updater, self.elapsed(), &self.observation);
-                    let fire = self.entries[i]
-                        .trigger
-                        .check(&status)
-                        .with_context(|| format!("checking the trigger of `{}`", self.entries[i].name))?;
+                    let fire = self.entries[i].trigger.check(&status).with_context(|| {
+                        format!("checking the trigger of `{}`", self.entries[i].name)
+                    })?;
                     if fire {
                         let name = self.entries[i].name.clone();
                         self.with_extension(i, |ext, ctx| ext.call(ctx))
