@@ -80,11 +80,7 @@ fn unique_name(name: &str, taken: &[String]) -> String {
 pub const SNAPSHOT_FORMAT: &str = "kusari-snapshot";
 pub const SNAPSHOT_VERSION: u32 = 1;
 
-fn status_of<'a>(
-    updater: &dyn Updater,
-    elapsed: Duration,
-    observation: &'a Observation,
-) -> Status<'a> {
+fn status_of<'a>(updater: &dyn Updater, elapsed: Duration, observation: &'a Observation) -> Status<'a> {
     Status {
         iteration: updater.iteration(),
         epoch: updater.epoch(),
@@ -247,8 +243,7 @@ impl<U: Updater + 'static> Trainer<U> {
                 }
             }
         }
-        self.elapsed_before =
-            Duration::from_secs_f64(state.get::<f64>("elapsed_seconds")?.max(0.0));
+        self.elapsed_before = Duration::from_secs_f64(state.get::<f64>("elapsed_seconds")?.max(0.0));
         Ok(())
     }
 
@@ -274,10 +269,7 @@ impl<U: Updater + 'static> Trainer<U> {
         let training_length = self.stop_trigger.training_length();
         let name = self.entries[index].name.clone();
         let Some(mut extension) = self.entries[index].extension.take() else {
-            bail!(
-                "extension `{}` is already running",
-                self.entries[index].name
-            );
+            bail!("extension `{}` is already running", self.entries[index].name);
         };
         let Self {
             updater,
@@ -331,10 +323,7 @@ impl<U: Updater + 'static> Trainer<U> {
         if let Err(error) = &result {
             for i in 0..self.entries.len() {
                 if let Err(e) = self.with_extension(i, |ext, ctx| ext.on_error(ctx, error)) {
-                    tracing::error!(
-                        "extension `{}` failed while handling an error: {e:#}",
-                        self.entries[i].name
-                    );
+                    tracing::error!("extension `{}` failed while handling an error: {e:#}", self.entries[i].name);
                 }
             }
         }
@@ -374,10 +363,7 @@ impl<U: Updater + 'static> Trainer<U> {
                 return Ok(Ending::Completed);
             }
             if self.stop_requested() {
-                tracing::info!(
-                    "stopping at iteration {} as requested",
-                    self.updater.iteration()
-                );
+                tracing::info!("stopping at iteration {} as requested", self.updater.iteration());
                 return Ok(Ending::Interrupted);
             }
             self.observation.clear();
@@ -386,9 +372,10 @@ impl<U: Updater + 'static> Trainer<U> {
                 self.updater.update()?;
                 for i in 0..self.entries.len() {
                     let status = status_of(&self.updater, self.elapsed(), &self.observation);
-                    let fire = self.entries[i].trigger.check(&status).with_context(|| {
-                        format!("checking the trigger of `{}`", self.entries[i].name)
-                    })?;
+                    let fire = self.entries[i]
+                        .trigger
+                        .check(&status)
+                        .with_context(|| format!("checking the trigger of `{}`", self.entries[i].name))?;
                     if fire {
                         let name = self.entries[i].name.clone();
                         self.with_extension(i, |ext, ctx| ext.call(ctx))
