@@ -142,6 +142,7 @@ impl ImageFolder {
         self.paths.len()
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
     }

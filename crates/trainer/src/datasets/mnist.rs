@@ -69,7 +69,9 @@ pub const FILES: [MnistFile; 4] = [
 /// The training (60000 images) or test (10000 images) part of MNIST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
+    /// `train-*`: 60000 images.
     Train,
+    /// `t10k-*`: 10000 images.
     Test,
 }
 
@@ -137,6 +139,7 @@ impl Mnist {
         self.count
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
