@@ -49,6 +49,7 @@
 
 pub mod config;
 pub mod ebgan;
+pub mod extensions;
 pub mod gan;
 pub mod layers;
 pub mod nets;

@@ -189,6 +189,14 @@ impl Discriminator {
         }
     }
 
+    /// EBGAN's auto-encoder, or `None` for GAN's D.
+    pub fn auto_encoder(&self) -> Option<&AutoEncoder> {
+        match self {
+            Discriminator::AutoEncoder(d) => Some(d),
+            Discriminator::Logit(_) => None,
+        }
+    }
+
     /// EBGAN's D reconstructs images (evaluation mode); GAN's D cannot.
     pub fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
         match self {
