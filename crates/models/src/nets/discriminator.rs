@@ -89,12 +89,7 @@ impl AutoEncoder {
         fake: &Tensor,
         phase: &mut Phase<'_>,
     ) -> Result<(Encoded, Encoded)> {
-        check_images(real, self.image, "the real batch")?;
-        check_images(fake, self.image, "the fake batch")?;
-        let mut out = self.run(vec![real.clone(), fake.clone()], phase)?;
-        let fake = out.pop().expect("two outputs");
-        let real = out.pop().expect("two outputs");
-        Ok((real, fake))
+        run_pair(real, fake, self.image, |xs| self.run(xs, phase))
     }
 
     /// Reconstructions of `x` in evaluation mode (running statistics, no dropout).
@@ -162,12 +157,23 @@ impl LogitDiscriminator {
         fake: &Tensor,
         phase: &mut Phase<'_>,
     ) -> Result<(Tensor, Tensor)> {
-        check_images(real, self.image, "the real batch")?;
-        check_images(fake, self.image, "the fake batch")?;
-        let mut out = self.run(vec![real.clone(), fake.clone()], phase)?;
-        let fake = out.pop().expect("two outputs");
-        let real = out.pop().expect("two outputs");
-        Ok((real, fake))
+        run_pair(real, fake, self.image, |xs| self.run(xs, phase))
+    }
+}
+
+/// Checks both batches, runs them as one group and splits the outputs.
+fn run_pair<T>(
+    real: &Tensor,
+    fake: &Tensor,
+    image: ImageShape,
+    run: impl FnOnce(Vec<Tensor>) -> Result<Vec<T>>,
+) -> Result<(T, T)> {
+    check_images(real, image, "the real batch")?;
+    check_images(fake, image, "the fake batch")?;
+    let mut out = run(vec![real.clone(), fake.clone()])?.into_iter();
+    match (out.next(), out.next()) {
+        (Some(real), Some(fake)) => Ok((real, fake)),
+        _ => bail!("D returned fewer outputs than the two batches it was given"),
     }
 }
 
