@@ -50,6 +50,7 @@
 pub mod config;
 pub mod ebgan;
 pub mod extensions;
+pub mod fast;
 pub mod gan;
 pub mod layers;
 pub mod nets;

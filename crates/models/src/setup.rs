@@ -16,6 +16,7 @@ use kusari_trainer::{
 
 use crate::config::{Config, Objective};
 use crate::ebgan::EbganUpdater;
+use crate::fast::StepPath;
 use crate::gan::GanUpdater;
 use crate::nets::{AutoEncoder, Discriminator, Generator, LogitDiscriminator};
 
@@ -64,12 +65,18 @@ impl Nets {
     }
 
     /// The update rule for `config.objective`, drawing noise and dropout
-    /// masks from the seed's `update` stream.
+    /// masks from the seed's `update` stream. `KUSARI_STEP=reference` in the
+    /// environment keeps EBGAN's step on candle's ops even where the fast CPU
+    /// path ([`crate::fast`]) applies.
     pub fn core(&self, config: &Config, seed: u64) -> Result<Core> {
         let rng = Rng::derived(seed, UPDATE_STREAM);
         Ok(match (&config.objective, &self.dis) {
             (Objective::Ebgan(e), Discriminator::AutoEncoder(d)) => {
-                Core::Ebgan(EbganUpdater::new(self.gen.clone(), d.clone(), *e, rng))
+                let updater = EbganUpdater::new(self.gen.clone(), d.clone(), *e, rng);
+                Core::Ebgan(match StepPath::from_env()? {
+                    StepPath::Auto => updater,
+                    StepPath::Reference => updater.with_reference_step(),
+                })
             }
             (Objective::Gan, Discriminator::Logit(d)) => Core::Gan(GanUpdater::new(self.gen.clone(), d.clone(), rng)),
             _ => anyhow::bail!(

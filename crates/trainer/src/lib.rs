@@ -73,7 +73,7 @@ pub use dataset::{ArrayDataset, Dataset, Example};
 pub use device::{parse_device, DeviceSpec};
 pub use extension::{make_extension, Context, Ending, Extension, FnExtension, Priority};
 pub use iterator::{IteratorState, LastBatch, SerialIterator};
-pub use optim::{Adam, AdamConfig, Optimizer, Optimizers, Sgd};
+pub use optim::{Adam, AdamConfig, AdamStep, Optimizer, Optimizers, Sgd};
 pub use params::{ParamKind, ParamStore};
 pub use reporter::{report, Observation};
 pub use rng::{Rng, RngState};

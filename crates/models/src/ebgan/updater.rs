@@ -4,6 +4,7 @@ use kusari_trainer::{report, Batch, Rng, State, UpdateContext, UpdateCore};
 
 use super::{energy, pull_away};
 use crate::config::EbganConfig;
+use crate::fast::{FastEbgan, Profile};
 use crate::layers::Phase;
 use crate::nets::{AutoEncoder, Generator};
 
@@ -28,23 +29,51 @@ pub struct EbganLosses {
 /// Reports `dis/loss`, `gen/loss`, `gen/pt`, `dis/real_energy` and
 /// `dis/fake_energy`. Noise and dropout masks come from the updater's own
 /// generator, whose state goes into snapshots.
+///
+/// For MLP nets on the CPU the step runs on the hand-written fast path
+/// ([`crate::fast`]), which gives the same losses to float rounding;
+/// [`EbganUpdater::with_reference_step`] keeps the candle-ops path.
 pub struct EbganUpdater {
     gen: Generator,
     dis: AutoEncoder,
     config: EbganConfig,
     rng: Rng,
+    fast: Option<FastEbgan>,
 }
 
 impl EbganUpdater {
     /// `rng` supplies the noise z and D's dropout masks (e.g.
     /// `Rng::derived(seed, "update")`).
     pub fn new(gen: Generator, dis: AutoEncoder, config: EbganConfig, rng: Rng) -> Self {
+        let fast = FastEbgan::new(&gen, &dis, config);
         Self {
             gen,
             dis,
             config,
             rng,
+            fast,
         }
+    }
+
+    /// The same rule on the candle-ops reference path, never the fast one.
+    pub fn with_reference_step(mut self) -> Self {
+        self.fast = None;
+        self
+    }
+
+    /// Whether steps run on the fast CPU path (when the optimizers allow).
+    pub fn uses_fast_step(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Time per phase of the fast path's steps, if it is in use.
+    pub fn fast_profile(&self) -> Option<&Profile> {
+        self.fast.as_ref().map(FastEbgan::profile)
+    }
+
+    /// The fast path, if in use (e.g. to reset its profile or count its work).
+    pub fn fast_step_mut(&mut self) -> Option<&mut FastEbgan> {
+        self.fast.as_mut()
     }
 
     /// Margin, PT weight and variant.
@@ -92,6 +121,15 @@ impl EbganUpdater {
 
 impl UpdateCore<Batch> for EbganUpdater {
     fn update_core(&mut self, batch: Batch, ctx: &mut UpdateContext<'_>) -> Result<()> {
+        if let Some(fast) = self.fast.as_mut().filter(|f| f.can_step(ctx.optimizers)) {
+            let l = fast.step(&batch.values, &mut self.rng, ctx.optimizers)?;
+            report("dis/loss", l.dis)?;
+            report("gen/loss", l.gen)?;
+            report("gen/pt", l.pull_away)?;
+            report("dis/real_energy", l.real_energy)?;
+            report("dis/fake_energy", l.fake_energy)?;
+            return Ok(());
+        }
         let losses = self.losses(&batch.values)?;
         // Both gradient sets come from the same forward pass, before either net changes.
         let dis_grads = losses.dis.backward()?;

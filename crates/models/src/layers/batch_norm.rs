@@ -48,6 +48,16 @@ impl BatchNorm {
         self.eps
     }
 
+    /// The running-average decay.
+    pub fn decay(&self) -> f64 {
+        self.decay
+    }
+
+    /// γ, β, and the running mean and variance, in that order.
+    pub fn vars(&self) -> [&Var; 4] {
+        [&self.gamma, &self.beta, &self.avg_mean, &self.avg_var]
+    }
+
     /// Normalizes every batch of `xs`.
     ///
     /// Training: statistics as `strategy` says (for a single batch all

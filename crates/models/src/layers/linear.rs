@@ -41,6 +41,16 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         linear(x, self.weight.as_tensor(), self.bias.as_tensor())
     }
+
+    /// The weight `[in, out]`.
+    pub fn weight(&self) -> &Var {
+        &self.weight
+    }
+
+    /// The bias `[out]`.
+    pub fn bias(&self) -> &Var {
+        &self.bias
+    }
 }
 
 /// `x W + b` for `W` of shape `[in, out]`.

@@ -60,6 +60,16 @@ impl AutoEncoder {
         self.batch_norm
     }
 
+    /// The encoder (images → code) and the decoder (code → reconstruction).
+    pub fn stacks(&self) -> (&Stack, &Stack) {
+        (&self.encoder, &self.decoder)
+    }
+
+    /// The images D sees.
+    pub fn image_shape(&self) -> ImageShape {
+        self.image
+    }
+
     fn run(&self, xs: Vec<Tensor>, phase: &mut Phase<'_>) -> Result<Vec<Encoded>> {
         let codes = self.encoder.forward(xs, self.batch_norm, phase)?;
         let recons = self

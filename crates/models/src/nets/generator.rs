@@ -58,6 +58,11 @@ impl Generator {
         &self.device
     }
 
+    /// G's layers.
+    pub fn stack(&self) -> &Stack {
+        &self.net
+    }
+
     /// `n` noise vectors `[n, z_dim]`, uniform in [−1, 1), drawn from `rng`.
     pub fn sample_z(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
         Ok(rng.uniform_tensor((n, self.z_dim), -1.0, 1.0, &self.device)?)

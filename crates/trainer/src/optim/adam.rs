@@ -101,15 +101,93 @@ impl Adam {
         let t = t as i32;
         c.lr * (1.0 - c.beta2.powi(t)).sqrt() / (1.0 - c.beta1.powi(t))
     }
+
+    /// The constants of step `t` (1-based).
+    fn step_constants(&self, t: u64) -> AdamStep {
+        let c = &self.config;
+        AdamStep {
+            lr: self.corrected_lr(t) as f32,
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            eps: c.eps as f32,
+        }
+    }
+
+    /// Starts a step that the caller applies itself (with
+    /// [`AdamStep::apply`] on the slices from [`Adam::host_moments_mut`]),
+    /// counting it like [`Optimizer::step`] does. Snapshots and resumption
+    /// work as after a normal step. Every variable must be updated exactly
+    /// once before the next step.
+    pub fn begin_external_step(&mut self) -> AdamStep {
+        self.steps += 1;
+        self.step_constants(self.steps)
+    }
+
+    /// Whether every moment lives in host memory (the parameters are on the
+    /// CPU), as [`Adam::host_moments_mut`] needs.
+    pub fn is_host(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| matches!(s.moments, Moments::Host { .. }))
+    }
+
+    /// The first and second moments of `var` (found by identity), for an
+    /// update applied outside [`Optimizer::step`]. Fails when `var` is not
+    /// one of this optimizer's variables or its moments are not on the host.
+    pub fn host_moments_mut(&mut self, var: &Var) -> Result<(&mut [f32], &mut [f32])> {
+        let id = var.as_tensor().id();
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.var.as_tensor().id() == id)
+            .context("this Adam does not update the given variable")?;
+        match &mut slot.moments {
+            Moments::Host { m, v } => Ok((m.as_mut_slice(), v.as_mut_slice())),
+            Moments::Device { .. } => bail!(
+                "the moments of `{}` live on the GPU; external steps need CPU parameters",
+                slot.name
+            ),
+        }
+    }
+}
+
+/// The constants of one Adam step (the bias-corrected step size and the
+/// betas), for code that computes gradients and applies the update itself,
+/// such as a kernel that updates each tile of a weight right after computing
+/// its gradient. [`AdamStep::apply`] is the exact update [`Adam::step`] uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// `lr · sqrt(1 − β2ᵗ) / (1 − β1ᵗ)`.
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl AdamStep {
+    /// Updates parameters `p` and moments `m`, `v` in place from gradients
+    /// `g` (all the same length), element by element.
+    #[inline]
+    pub fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let n = p.len();
+        assert!(g.len() == n && m.len() == n && v.len() == n, "adam: length mismatch");
+        let (lr, eps) = (self.lr, self.eps);
+        let (one_b1, one_b2) = (1.0 - self.beta1, 1.0 - self.beta2);
+        for i in 0..n {
+            let gi = g[i];
+            let mi = m[i] + one_b1 * (gi - m[i]);
+            let vi = v[i] + one_b2 * (gi * gi - v[i]);
+            m[i] = mi;
+            v[i] = vi;
+            p[i] -= lr * mi / (vi.sqrt() + eps);
+        }
+    }
 }
 
 /// The fused CPU update of one parameter.
 struct FusedAdam<'a> {
     moments: Mutex<(&'a mut [f32], &'a mut [f32])>,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
+    step: AdamStep,
 }
 
 const CHUNK: usize = 1 << 14;
@@ -141,23 +219,13 @@ impl InplaceOp2 for FusedAdam<'_> {
         if m.len() != param.len() || grad.len() != param.len() {
             candle_core::bail!("fused-adam: size mismatch");
         }
-        let (lr, b1, b2, eps) = (self.lr, self.beta1, self.beta2, self.eps);
-        let (one_b1, one_b2) = (1.0 - b1, 1.0 - b2);
+        let step = self.step;
         param
             .par_chunks_mut(CHUNK)
             .zip(grad.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| {
-                for i in 0..p.len() {
-                    let gi = g[i];
-                    let mi = m[i] + one_b1 * (gi - m[i]);
-                    let vi = v[i] + one_b2 * (gi * gi - v[i]);
-                    m[i] = mi;
-                    v[i] = vi;
-                    p[i] -= lr * mi / (vi.sqrt() + eps);
-                }
-            });
+            .for_each(|(((p, g), m), v)| step.apply(p, g, m, v));
         Ok(())
     }
 }
@@ -166,6 +234,7 @@ impl Optimizer for Adam {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         let t = self.steps + 1;
         let lr = self.corrected_lr(t);
+        let constants = self.step_constants(t);
         let c = self.config;
         for slot in &mut self.slots {
             let Some(grad) = grads.get(&slot.var) else {
@@ -176,10 +245,7 @@ impl Optimizer for Adam {
                     let grad = grad.contiguous()?;
                     let op = FusedAdam {
                         moments: Mutex::new((m.as_mut_slice(), v.as_mut_slice())),
-                        lr: lr as f32,
-                        beta1: c.beta1 as f32,
-                        beta2: c.beta2 as f32,
-                        eps: c.eps as f32,
+                        step: constants,
                     };
                     slot.var.as_tensor().inplace_op2(&grad, &op)?;
                 }
@@ -207,6 +273,10 @@ impl Optimizer for Adam {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.config.lr = lr;
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
     fn state(&self) -> Result<State> {

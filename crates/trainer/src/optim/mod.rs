@@ -8,7 +8,7 @@ mod adam;
 mod collection;
 mod sgd;
 
-pub use adam::{Adam, AdamConfig};
+pub use adam::{Adam, AdamConfig, AdamStep};
 pub use collection::Optimizers;
 pub use sgd::Sgd;
 
@@ -35,6 +35,13 @@ pub trait Optimizer: Send {
     fn learning_rate(&self) -> f64;
 
     fn set_learning_rate(&mut self, lr: f64);
+
+    /// The optimizer as [`std::any::Any`], so an update rule can recognize a
+    /// concrete optimizer (e.g. [`Adam`]) and use its specialized API;
+    /// `None` (the default) opts out.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 
     /// Everything needed to continue exactly: step count, moments, hyper-parameters.
     fn state(&self) -> Result<State>;

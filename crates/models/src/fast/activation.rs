@@ -1,0 +1,83 @@
+//! Elementwise activations and their derivatives, computed exactly as the
+//! candle ops of [`crate::layers::Activation`] compute them.
+
+use crate::layers::Activation;
+
+/// `act(x)` for one value, with the same f32 operations as the candle layer.
+#[inline]
+pub fn forward(act: Activation, x: f32) -> f32 {
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu(slope) => {
+            // slope·x + (1 − slope)·relu(x), as `layers::activation::leaky_relu`.
+            x * slope as f32 + x.max(0.0) * (1.0 - slope) as f32
+        }
+        Activation::Tanh => x.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+    }
+}
+
+/// `d act / dx` at input `x` with output `y = act(x)` (candle's conventions:
+/// relu's derivative is 1 at 0).
+#[inline]
+pub fn derivative(act: Activation, x: f32, y: f32) -> f32 {
+    match act {
+        Activation::Identity => 1.0,
+        Activation::Relu => {
+            if x >= 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu(slope) => {
+            let relu = if x >= 0.0 { (1.0 - slope) as f32 } else { 0.0 };
+            slope as f32 + relu
+        }
+        Activation::Tanh => 1.0 - y * y,
+        Activation::Sigmoid => y * (1.0 - y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Result;
+    use candle_core::{Device, Tensor, Var};
+
+    use crate::fast::testing::assert_close;
+
+    #[test]
+    fn values_and_gradients_match_the_candle_layer() -> Result<()> {
+        let xs: Vec<f32> = (0..41).map(|i| (i as f32 - 20.0) * 0.37).chain([0.0]).collect();
+        let upstream: Vec<f32> = (0..xs.len()).map(|i| ((i * 7) % 5) as f32 - 1.7).collect();
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::LeakyRelu(0.2),
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ] {
+            let x = Var::new(xs.as_slice(), &Device::Cpu)?;
+            let y = act.apply(x.as_tensor())?;
+            let u = Tensor::new(upstream.as_slice(), &Device::Cpu)?;
+            let grads = (&y * &u)?.sum_all()?.backward()?;
+            let want_y: Vec<f32> = y.to_vec1()?;
+            let want_g: Vec<f32> = match grads.get(&x) {
+                Some(g) => g.to_vec1()?,
+                None => upstream.clone(),
+            };
+            let got_y: Vec<f32> = xs.iter().map(|&x| forward(act, x)).collect();
+            let got_g: Vec<f32> = xs
+                .iter()
+                .zip(&got_y)
+                .zip(&upstream)
+                .map(|((&x, &y), &u)| u * derivative(act, x, y))
+                .collect();
+            assert_close(&got_y, &want_y, 1e-5, &format!("{act:?} values"));
+            assert_close(&got_g, &want_g, 1e-5, &format!("{act:?} gradients"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,383 @@
+//! A fully connected block — Linear, then optional BatchNorm, dropout and
+//! activation, in the order the MLP nets stack them — read off a
+//! [`Stack`], with its forward pass and the elementwise part of its backward
+//! pass on preallocated buffers.
+
+use anyhow::Result;
+use candle_core::Var;
+use kusari_trainer::Rng;
+
+use super::activation;
+use super::batch_norm::{self, BnGroup, BnStats, RowBlock};
+use super::columns::{par_columns, segment, SharedMut};
+use super::matmul::{matmul, MatMut, MatRef};
+use super::storage;
+use crate::layers::{Activation, Layer};
+use crate::nets::stack::Stack;
+
+/// BatchNorm's variables and constants.
+#[derive(Clone)]
+pub struct BnVars {
+    /// Scale γ.
+    pub gamma: Var,
+    /// Shift β.
+    pub beta: Var,
+    /// Running mean (buffer).
+    pub avg_mean: Var,
+    /// Running variance (buffer).
+    pub avg_var: Var,
+    /// Added to the variance.
+    pub eps: f32,
+    /// Running-average decay.
+    pub decay: f64,
+}
+
+/// `act(dropout(bn(x W + b)))`, each stage optional but the Linear.
+#[derive(Clone)]
+pub struct DenseBlock {
+    /// `[inputs, outputs]`.
+    pub weight: Var,
+    /// `[outputs]`.
+    pub bias: Var,
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+    /// BatchNorm after the Linear.
+    pub bn: Option<BnVars>,
+    /// Dropout ratio (0: none).
+    pub dropout: f32,
+    /// The activation last.
+    pub act: Activation,
+}
+
+/// The blocks of an MLP stack, or `None` when it holds anything else
+/// (convolutions, or stages in another order).
+pub fn blocks_of(stack: &Stack) -> Option<Vec<DenseBlock>> {
+    let mut blocks: Vec<DenseBlock> = Vec::new();
+    // 0: right after a Linear, 1: after BatchNorm, 2: after dropout, 3: after the activation.
+    let mut stage = 3;
+    for layer in stack.layers() {
+        match layer {
+            Layer::Linear(l) => {
+                let dims = l.weight().dims();
+                if dims.len() != 2 {
+                    return None;
+                }
+                blocks.push(DenseBlock {
+                    weight: l.weight().clone(),
+                    bias: l.bias().clone(),
+                    inputs: dims[0],
+                    outputs: dims[1],
+                    bn: None,
+                    dropout: 0.0,
+                    act: Activation::Identity,
+                });
+                stage = 0;
+            }
+            Layer::BatchNorm(b) if stage == 0 => {
+                let [gamma, beta, avg_mean, avg_var] = b.vars();
+                blocks.last_mut()?.bn = Some(BnVars {
+                    gamma: gamma.clone(),
+                    beta: beta.clone(),
+                    avg_mean: avg_mean.clone(),
+                    avg_var: avg_var.clone(),
+                    eps: b.eps() as f32,
+                    decay: b.decay(),
+                });
+                stage = 1;
+            }
+            Layer::Dropout(ratio) if stage <= 1 => {
+                blocks.last_mut()?.dropout = *ratio;
+                stage = 2;
+            }
+            Layer::Activation(a) if stage <= 2 => {
+                blocks.last_mut()?.act = *a;
+                stage = 3;
+            }
+            // The MLP nets flatten and unflatten images; rows stay rows.
+            Layer::Reshape(_) => {}
+            _ => return None,
+        }
+    }
+    let chained = blocks.windows(2).all(|w| w[0].outputs == w[1].inputs);
+    (chained && !blocks.is_empty()).then_some(blocks)
+}
+
+impl DenseBlock {
+    /// Every trained variable: weight, bias, then γ and β if any.
+    pub fn parameters(&self) -> Vec<&Var> {
+        let mut v = vec![&self.weight, &self.bias];
+        if let Some(bn) = &self.bn {
+            v.extend([&bn.gamma, &bn.beta]);
+        }
+        v
+    }
+
+    /// Multiply-adds of the Linear per row.
+    pub fn macs_per_row(&self) -> usize {
+        self.inputs * self.outputs
+    }
+
+    fn has_pre(&self) -> bool {
+        self.bn.is_some() || self.dropout > 0.0
+    }
+}
+
+/// What a block's forward pass keeps for its backward pass.
+#[derive(Debug, Default)]
+pub struct DenseBuffers {
+    rows: usize,
+    /// The Linear's output; after BatchNorm, the normalized `x̂`.
+    y: Vec<f32>,
+    /// BatchNorm's output times the dropout mask (when either exists).
+    z: Vec<f32>,
+    /// The activation's output (when not the identity).
+    h: Vec<f32>,
+    /// Dropout scales (0 or 1/(1 − ratio)).
+    mask: Vec<f32>,
+    /// BatchNorm statistics per group.
+    stats: BnStats,
+    /// γ, β and the bias, copied once per step.
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl DenseBuffers {
+    /// The block's output from the last forward pass (`[rows × outputs]`).
+    pub fn output(&self, block: &DenseBlock) -> &[f32] {
+        let len = self.rows * block.outputs;
+        if block.act != Activation::Identity {
+            &self.h[..len]
+        } else if block.has_pre() {
+            &self.z[..len]
+        } else {
+            &self.y[..len]
+        }
+    }
+
+    fn pre_activation(&self, block: &DenseBlock) -> &[f32] {
+        if block.has_pre() {
+            &self.z
+        } else {
+            &self.y
+        }
+    }
+}
+
+/// Runs `block` on the rows of `x` (`[rows × inputs]`): BatchNorm statistics
+/// per `groups` (running averages updated group by group), dropout masks
+/// drawn from `rng` in row order.
+pub fn forward(
+    block: &DenseBlock,
+    x: &[f32],
+    rows: usize,
+    groups: &[BnGroup],
+    rng: &mut Rng,
+    buf: &mut DenseBuffers,
+) -> Result<()> {
+    let (k, n) = (block.inputs, block.outputs);
+    let len = rows * n;
+    buf.rows = rows;
+    buf.y.resize(len, 0.0);
+    storage::read(block.weight.as_tensor(), |w| {
+        matmul(
+            MatMut::new(&mut buf.y, rows, n),
+            MatRef::new(&x[..rows * k], rows, k),
+            MatRef::new(w, k, n),
+            false,
+        )
+    })?;
+    buf.bias.clear();
+    storage::read(block.bias.as_tensor(), |b| buf.bias.extend_from_slice(b))?;
+    if block.dropout > 0.0 {
+        buf.mask.resize(len, 0.0);
+        rng.fill_dropout_mask(&mut buf.mask, block.dropout);
+    }
+    if block.has_pre() {
+        buf.z.resize(len, 0.0);
+    }
+    if block.act != Activation::Identity {
+        buf.h.resize(len, 0.0);
+    }
+    if let Some(bn) = &block.bn {
+        buf.gamma.clear();
+        buf.beta.clear();
+        storage::read(bn.gamma.as_tensor(), |g| buf.gamma.extend_from_slice(g))?;
+        storage::read(bn.beta.as_tensor(), |b| buf.beta.extend_from_slice(b))?;
+        buf.stats.resize(groups.len(), n);
+    }
+
+    let act = block.act;
+    let (has_bn, has_dropout) = (block.bn.is_some(), block.dropout > 0.0);
+    let eps = block.bn.as_ref().map_or(0.0, |b| b.eps);
+    let DenseBuffers {
+        y,
+        z,
+        h,
+        mask,
+        stats,
+        gamma,
+        beta,
+        bias,
+        ..
+    } = buf;
+    let ys = SharedMut::new(y, n);
+    let zs = SharedMut::new(z, n);
+    let hs = SharedMut::new(h, n);
+    let st = [
+        SharedMut::new(&mut stats.mean, n),
+        SharedMut::new(&mut stats.var, n),
+        SharedMut::new(&mut stats.inv_std, n),
+    ];
+    let (mask, gamma, beta, bias) = (&*mask, &*gamma, &*beta, &*bias);
+    par_columns(n, |c| {
+        // SAFETY: this task is the only one touching columns c.
+        unsafe {
+            for r in 0..rows {
+                let yr = ys.segment(r, &c);
+                for (v, b) in yr.iter_mut().zip(&bias[c.clone()]) {
+                    *v += *b;
+                }
+            }
+            if has_bn {
+                batch_norm::forward_columns(ys, zs, st, groups, gamma, beta, eps, &c);
+            }
+            for r in 0..rows {
+                let pre: &mut [f32] = if has_bn {
+                    zs.segment(r, &c)
+                } else if has_dropout {
+                    let zr = zs.segment(r, &c);
+                    zr.copy_from_slice(ys.segment(r, &c));
+                    zr
+                } else {
+                    ys.segment(r, &c)
+                };
+                if has_dropout {
+                    for (v, m) in pre.iter_mut().zip(segment(mask, n, r, &c)) {
+                        *v *= *m;
+                    }
+                }
+                if act != Activation::Identity {
+                    for (o, v) in hs.segment(r, &c).iter_mut().zip(pre.iter()) {
+                        *o = activation::forward(act, *v);
+                    }
+                }
+            }
+        }
+    });
+
+    if let Some(bn) = &block.bn {
+        storage::write(bn.avg_mean.as_tensor(), |avg_mean| {
+            storage::write(bn.avg_var.as_tensor(), |avg_var| {
+                for (g, group) in groups.iter().enumerate() {
+                    let cols = g * n..(g + 1) * n;
+                    batch_norm::update_running(
+                        avg_mean,
+                        avg_var,
+                        &buf.stats.mean[cols.clone()],
+                        &buf.stats.var[cols],
+                        group.stats.len(),
+                        bn.decay,
+                    );
+                }
+                Ok(())
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Gradients of a block's small parameters, summed over the L_D rows.
+#[derive(Debug, Default)]
+pub struct SmallGrads {
+    /// ∂/∂bias.
+    pub bias: Vec<f32>,
+    /// ∂/∂γ.
+    pub gamma: Vec<f32>,
+    /// ∂/∂β.
+    pub beta: Vec<f32>,
+}
+
+/// The elementwise backward: turns `d` — upstream gradients for each of
+/// `blocks` (row blocks stacked in `d`, `[Σ rows × outputs]`) — into
+/// gradients with respect to the Linear's output, in place. The first
+/// block's rows also give the bias, γ and β gradients in `grads`.
+pub fn backward_elementwise(
+    block: &DenseBlock,
+    buf: &DenseBuffers,
+    groups: &[BnGroup],
+    d: &mut [f32],
+    blocks: &[RowBlock],
+    grads: &mut SmallGrads,
+) {
+    let n = block.outputs;
+    grads.bias.clear();
+    grads.bias.resize(n, 0.0);
+    grads.gamma.clear();
+    grads.gamma.resize(n, 0.0);
+    grads.beta.clear();
+    grads.beta.resize(n, 0.0);
+    let act = block.act;
+    let has_dropout = block.dropout > 0.0;
+    let pre = buf.pre_activation(block);
+    let out = buf.output(block);
+    let ds = SharedMut::new(d, n);
+    let gb = SharedMut::new(&mut grads.bias, n);
+    let gg = SharedMut::new(&mut grads.gamma, n);
+    let gbeta = SharedMut::new(&mut grads.beta, n);
+    par_columns(n, |c| {
+        let mut start = 0;
+        for (i, rb) in blocks.iter().enumerate() {
+            // The stacked rows of this block in d.
+            // SAFETY: this task is the only one touching columns c.
+            let view = unsafe { ds.offset_rows(start) };
+            for r in 0..rb.rows {
+                let fr = rb.offset + r;
+                // SAFETY: as above.
+                let dr = unsafe { view.segment(r, &c) };
+                if act != Activation::Identity {
+                    let (p, o) = (segment(pre, n, fr, &c), segment(out, n, fr, &c));
+                    for j in 0..dr.len() {
+                        dr[j] *= activation::derivative(act, p[j], o[j]);
+                    }
+                }
+                if has_dropout {
+                    for (v, m) in dr.iter_mut().zip(segment(&buf.mask, n, fr, &c)) {
+                        *v *= *m;
+                    }
+                }
+            }
+            if block.bn.is_some() {
+                let g = (i == 0).then_some((gg, gbeta));
+                // SAFETY: as above.
+                unsafe {
+                    batch_norm::backward_columns(
+                        view,
+                        *rb,
+                        &buf.y,
+                        n,
+                        &buf.stats.inv_std,
+                        groups,
+                        &buf.gamma,
+                        g,
+                        &c,
+                    );
+                }
+            }
+            if i == 0 {
+                // SAFETY: as above.
+                let acc = unsafe { gb.segment(0, &c) };
+                for r in 0..rb.rows {
+                    // SAFETY: as above.
+                    let dr = unsafe { view.segment(r, &c) };
+                    for (a, v) in acc.iter_mut().zip(dr.iter()) {
+                        *a += *v;
+                    }
+                }
+            }
+            start += rb.rows;
+        }
+    });
+}

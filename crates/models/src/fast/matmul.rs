@@ -1,0 +1,256 @@
+//! Matrix products for the fast step: strided views of f32 matrices and
+//! single-threaded `gemm` calls, which the callers split into fixed blocks
+//! run on rayon. Fixed blocks (never "one per thread") keep every sum in the
+//! same order whatever the thread count, so runs repeat bit for bit.
+
+use std::marker::PhantomData;
+
+use rayon::prelude::*;
+
+/// A read-only view of an f32 matrix with arbitrary strides.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    ptr: *const f32,
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+    _life: PhantomData<&'a [f32]>,
+}
+
+// SAFETY: a MatRef is a shared borrow of f32 data; reading it from several
+// threads at once is fine.
+unsafe impl Send for MatRef<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for MatRef<'_> {}
+
+impl<'a> MatRef<'a> {
+    /// The first `rows · cols` values of `data`, row-major.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert!(data.len() >= rows * cols, "matrix view out of bounds");
+        Self {
+            ptr: data.as_ptr(),
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
+            _life: PhantomData,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Rows `r0..r0 + rows` and columns `c0..c0 + cols`.
+    pub fn block(self, r0: usize, rows: usize, c0: usize, cols: usize) -> Self {
+        assert!(r0 + rows <= self.rows && c0 + cols <= self.cols, "block out of bounds");
+        Self {
+            // SAFETY: the offset stays inside the viewed matrix (checked above).
+            ptr: unsafe { self.ptr.offset(r0 as isize * self.rs + c0 as isize * self.cs) },
+            rows,
+            cols,
+            ..self
+        }
+    }
+}
+
+/// A writable view of a row-major f32 matrix (unit column stride).
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    _life: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a MatMut is an exclusive borrow of its elements; views made by
+// `col_blocks` never overlap.
+unsafe impl Send for MatMut<'_> {}
+
+impl<'a> MatMut<'a> {
+    /// The first `rows · cols` values of `data`, row-major.
+    pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        assert!(data.len() >= rows * cols, "matrix view out of bounds");
+        Self {
+            ptr: data.as_mut_ptr(),
+            rows,
+            cols,
+            rs: cols,
+            _life: PhantomData,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Splits the columns into disjoint blocks of `width` (the last may be narrower).
+    pub fn col_blocks(self, width: usize) -> Vec<MatMut<'a>> {
+        let width = width.max(1);
+        (0..self.cols)
+            .step_by(width)
+            .map(|c0| MatMut {
+                // SAFETY: c0 < cols, inside the viewed matrix.
+                ptr: unsafe { self.ptr.add(c0) },
+                rows: self.rows,
+                cols: width.min(self.cols - c0),
+                rs: self.rs,
+                _life: PhantomData,
+            })
+            .collect()
+    }
+}
+
+/// `dst = a · b`, or `dst += a · b` when `accumulate`; one thread.
+pub fn gemm(dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    assert!(
+        a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
+        "gemm shapes: [{}×{}]·[{}×{}] into [{}×{}]",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        dst.rows,
+        dst.cols
+    );
+    if dst.rows == 0 || dst.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            for r in 0..dst.rows {
+                // SAFETY: row r of dst lies inside its borrow.
+                unsafe { std::slice::from_raw_parts_mut(dst.ptr.add(r * dst.rs), dst.cols) }
+                    .fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: the views were built from borrowed slices with checked
+    // bounds, dst is borrowed exclusively, and the shapes agree.
+    unsafe {
+        gemm::gemm(
+            dst.rows,
+            dst.cols,
+            a.cols,
+            dst.ptr,
+            1,
+            dst.rs as isize,
+            accumulate,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The column-block width for splitting `n` output columns across threads:
+/// a function of `n` alone, so the split never depends on the thread count.
+pub fn block_width(n: usize) -> usize {
+    if n <= 64 {
+        return n.max(1);
+    }
+    n.div_ceil(8).next_multiple_of(16).clamp(64, 512)
+}
+
+/// `dst = a · b` (or `+=`), split into column blocks computed in parallel.
+pub fn matmul(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    assert!(b.cols == dst.cols && a.cols == b.rows && a.rows == dst.rows);
+    let width = block_width(dst.cols);
+    dst.col_blocks(width)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, mut block)| {
+            let c0 = i * width;
+            let cols = block.cols;
+            gemm(&mut block, a, b.block(0, b.rows, c0, cols), accumulate);
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn products_and_transposes_match_a_naive_loop() {
+        let (m, k, n) = (7, 5, 150);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 11) as f32 * 0.3 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
+        let want = naive(&a, &b, m, k, n);
+        let mut c = vec![1f32; m * n];
+        matmul(MatMut::new(&mut c, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), false);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        // Accumulating adds the product again.
+        matmul(MatMut::new(&mut c, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), true);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() < 1e-4);
+        }
+        // (bᵀ aᵀ) = (a b)ᵀ through transposed views.
+        let mut ct = vec![0f32; n * m];
+        gemm(
+            &mut MatMut::new(&mut ct, n, m),
+            MatRef::new(&b, k, n).t(),
+            MatRef::new(&a, m, k).t(),
+            false,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                assert!((ct[j * m + i] - want[i * n + j]).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn block_widths_cover_common_sizes() {
+        assert_eq!(block_width(3200), 400);
+        assert_eq!(block_width(1024), 128);
+        assert_eq!(block_width(128), 64);
+        assert_eq!(block_width(10), 10);
+    }
+}
