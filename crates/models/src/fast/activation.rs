@@ -50,7 +50,10 @@ mod tests {
 
     #[test]
     fn values_and_gradients_match_the_candle_layer() -> Result<()> {
-        let xs: Vec<f32> = (0..41).map(|i| (i as f32 - 20.0) * 0.37).chain([0.0]).collect();
+        let xs: Vec<f32> = (0..41)
+            .map(|i| (i as f32 - 20.0) * 0.37)
+            .chain([0.0])
+            .collect();
         let upstream: Vec<f32> = (0..xs.len()).map(|i| ((i * 7) % 5) as f32 - 1.7).collect();
         for act in [
             Activation::Identity,

@@ -96,8 +96,13 @@ pub unsafe fn forward_columns(
         let m = group.stats.len();
         let inv_m = (1.0 / m as f64) as f32;
         // SAFETY: columns c of these rows belong to this task.
-        let (mean, var, inv_std) =
-            unsafe { (mean_s.segment(g, c), var_s.segment(g, c), inv_s.segment(g, c)) };
+        let (mean, var, inv_std) = unsafe {
+            (
+                mean_s.segment(g, c),
+                var_s.segment(g, c),
+                inv_s.segment(g, c),
+            )
+        };
         acc.fill(0.0);
         for r in group.stats.clone() {
             // SAFETY: as above.
@@ -330,26 +335,52 @@ mod tests {
         assert_close(&avg_var, &want_var, 1e-5, "running var");
 
         // L_D-like block: every row, with γ/β gradients.
-        let mut d: Vec<f32> = Tensor::cat(&[&u_real, &u_fake], 0)?.flatten_all()?.to_vec1()?;
+        let mut d: Vec<f32> = Tensor::cat(&[&u_real, &u_fake], 0)?
+            .flatten_all()?
+            .to_vec1()?;
         let mut dgamma = vec![0f32; cols];
         let mut dbeta = vec![0f32; cols];
         {
             let ds = SharedMut::new(&mut d, cols);
-            let grads = (SharedMut::new(&mut dgamma, cols), SharedMut::new(&mut dbeta, cols));
-            let block = RowBlock { offset: 0, rows: 2 * n };
+            let grads = (
+                SharedMut::new(&mut dgamma, cols),
+                SharedMut::new(&mut dbeta, cols),
+            );
+            let block = RowBlock {
+                offset: 0,
+                rows: 2 * n,
+            };
             par_columns(cols, |c| unsafe {
-                backward_columns(ds, block, &y, cols, &stats.inv_std, &groups, &gamma, Some(grads), &c)
+                backward_columns(
+                    ds,
+                    block,
+                    &y,
+                    cols,
+                    &stats.inv_std,
+                    &groups,
+                    &gamma,
+                    Some(grads),
+                    &c,
+                )
             });
         }
-        let want_d: Vec<f32> = Tensor::cat(
-            &[g_all.get(&real).unwrap(), g_all.get(&fake).unwrap()],
-            0,
-        )?
-        .flatten_all()?
-        .to_vec1()?;
+        let want_d: Vec<f32> =
+            Tensor::cat(&[g_all.get(&real).unwrap(), g_all.get(&fake).unwrap()], 0)?
+                .flatten_all()?
+                .to_vec1()?;
         assert_close(&d, &want_d, 1e-5, &format!("{strategy} input gradients"));
-        assert_close(&dgamma, &g_all.get(&gamma_v).unwrap().to_vec1::<f32>()?, 1e-5, "dγ");
-        assert_close(&dbeta, &g_all.get(&beta_v).unwrap().to_vec1::<f32>()?, 1e-5, "dβ");
+        assert_close(
+            &dgamma,
+            &g_all.get(&gamma_v).unwrap().to_vec1::<f32>()?,
+            1e-5,
+            "dγ",
+        );
+        assert_close(
+            &dbeta,
+            &g_all.get(&beta_v).unwrap().to_vec1::<f32>()?,
+            1e-5,
+            "dβ",
+        );
 
         // L_G-like block: the rows that depend on the fake batch.
         let offset = if strategy == BnStrategy::Joint { 0 } else { n };
@@ -362,20 +393,42 @@ mod tests {
         .to_vec1()?;
         {
             let ds = SharedMut::new(&mut d, cols);
-            let block = RowBlock { offset, rows: 2 * n - offset };
+            let block = RowBlock {
+                offset,
+                rows: 2 * n - offset,
+            };
             par_columns(cols, |c| unsafe {
-                backward_columns(ds, block, &y, cols, &stats.inv_std, &groups, &gamma, None, &c)
+                backward_columns(
+                    ds,
+                    block,
+                    &y,
+                    cols,
+                    &stats.inv_std,
+                    &groups,
+                    &gamma,
+                    None,
+                    &c,
+                )
             });
         }
         let want_fake: Vec<f32> = g_fake_only.get(&fake).unwrap().flatten_all()?.to_vec1()?;
         let got_fake = &d[(n - offset) * cols..];
-        assert_close(got_fake, &want_fake, 1e-5, &format!("{strategy} fake-only gradients"));
+        assert_close(
+            got_fake,
+            &want_fake,
+            1e-5,
+            &format!("{strategy} fake-only gradients"),
+        );
         Ok(())
     }
 
     #[test]
     fn every_strategy_matches_candle_values_and_gradients() -> Result<()> {
-        for strategy in [BnStrategy::Separate, BnStrategy::Joint, BnStrategy::RealStats] {
+        for strategy in [
+            BnStrategy::Separate,
+            BnStrategy::Joint,
+            BnStrategy::RealStats,
+        ] {
             check(strategy)?;
         }
         Ok(())

@@ -59,7 +59,10 @@ impl<'a> SharedMut<'a> {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn segment(&self, r: usize, c: &Range<usize>) -> &mut [f32] {
         let start = r * self.cols + c.start;
-        assert!(c.end <= self.cols && start + c.len() <= self.len, "segment out of bounds");
+        assert!(
+            c.end <= self.cols && start + c.len() <= self.len,
+            "segment out of bounds"
+        );
         // SAFETY: in bounds (checked); exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), c.len()) }
     }

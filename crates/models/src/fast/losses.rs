@@ -106,7 +106,13 @@ pub fn pull_away(
         let out = &mut grad[i * k..(i + 1) * k];
         let norm = norms[i];
         let scale = 2.0 * weight / norm;
-        if s[i * k..(i + 1) * k].iter().map(|v| v * v).sum::<f32>().sqrt() > MIN_NORM {
+        if s[i * k..(i + 1) * k]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt()
+            > MIN_NORM
+        {
             let dot: f32 = ur.iter().zip(dr).map(|(a, b)| a * b).sum();
             for j in 0..k {
                 out[j] = (dr[j] - ur[j] * dot) * scale;
@@ -140,7 +146,12 @@ mod tests {
         let want_g: Vec<f32> = e.backward()?.get(&r).unwrap().flatten_all()?.to_vec1()?;
         let (rs, xs): (Vec<f32>, Vec<f32>) =
             (r.flatten_all()?.to_vec1()?, x.flatten_all()?.to_vec1()?);
-        assert_close(&[energy(&rs, &xs)], &[e.to_scalar::<f32>()?], 1e-5, "energy");
+        assert_close(
+            &[energy(&rs, &xs)],
+            &[e.to_scalar::<f32>()?],
+            1e-5,
+            "energy",
+        );
         let mut g = vec![0f32; rs.len()];
         energy_grad(&rs, &xs, 1.0, &mut g);
         assert_close(&g, &want_g, 1e-5, "energy gradient");
@@ -153,13 +164,34 @@ mod tests {
         let mut rng = Rng::new(3);
         let (n, k) = (12, 40);
         for variant in [PtVariant::Paper, PtVariant::Blog, PtVariant::Unsquared] {
-            let values: Vec<f32> = rng.normal_tensor((n, k), 0.1, 1.0, &dev)?.flatten_all()?.to_vec1()?;
+            let values: Vec<f32> = rng
+                .normal_tensor((n, k), 0.1, 1.0, &dev)?
+                .flatten_all()?
+                .to_vec1()?;
             let s = Var::from_vec(values.clone(), (n, k), &dev)?;
             let pt = candle_pull_away(s.as_tensor(), variant)?;
-            let want_g: Vec<f32> = (&pt * 0.1)?.backward()?.get(&s).unwrap().flatten_all()?.to_vec1()?;
+            let want_g: Vec<f32> = (&pt * 0.1)?
+                .backward()?
+                .get(&s)
+                .unwrap()
+                .flatten_all()?
+                .to_vec1()?;
             let mut g = vec![0f32; n * k];
-            let got = pull_away(&values, n, k, variant, 0.1, &mut g, &mut PullAwayScratch::default());
-            assert_close(&[got], &[pt.to_scalar::<f32>()?], 1e-5, &format!("{variant:?} value"));
+            let got = pull_away(
+                &values,
+                n,
+                k,
+                variant,
+                0.1,
+                &mut g,
+                &mut PullAwayScratch::default(),
+            );
+            assert_close(
+                &[got],
+                &[pt.to_scalar::<f32>()?],
+                1e-5,
+                &format!("{variant:?} value"),
+            );
             assert_close(&g, &want_g, 1e-5, &format!("{variant:?} gradient"));
         }
         Ok(())

@@ -61,10 +61,16 @@ impl<'a> MatRef<'a> {
 
     /// Rows `r0..r0 + rows` and columns `c0..c0 + cols`.
     pub fn block(self, r0: usize, rows: usize, c0: usize, cols: usize) -> Self {
-        assert!(r0 + rows <= self.rows && c0 + cols <= self.cols, "block out of bounds");
+        assert!(
+            r0 + rows <= self.rows && c0 + cols <= self.cols,
+            "block out of bounds"
+        );
         Self {
             // SAFETY: the offset stays inside the viewed matrix (checked above).
-            ptr: unsafe { self.ptr.offset(r0 as isize * self.rs + c0 as isize * self.cs) },
+            ptr: unsafe {
+                self.ptr
+                    .offset(r0 as isize * self.rs + c0 as isize * self.cs)
+            },
             rows,
             cols,
             ..self
@@ -222,12 +228,22 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
         let want = naive(&a, &b, m, k, n);
         let mut c = vec![1f32; m * n];
-        matmul(MatMut::new(&mut c, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), false);
+        matmul(
+            MatMut::new(&mut c, m, n),
+            MatRef::new(&a, m, k),
+            MatRef::new(&b, k, n),
+            false,
+        );
         for (x, y) in c.iter().zip(&want) {
             assert!((x - y).abs() < 1e-5);
         }
         // Accumulating adds the product again.
-        matmul(MatMut::new(&mut c, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), true);
+        matmul(
+            MatMut::new(&mut c, m, n),
+            MatRef::new(&a, m, k),
+            MatRef::new(&b, k, n),
+            true,
+        );
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-4);
         }

@@ -131,7 +131,11 @@ impl FastEbgan {
         // L_D's 2N rows and L_G's rows above the first block, L_G's fake rows
         // into it.
         let d_fwd: u64 = self.dis.iter().map(per_row).sum();
-        let rows_g = if self.strategy == BnStrategy::Joint { 2 * n } else { n };
+        let rows_g = if self.strategy == BnStrategy::Joint {
+            2 * n
+        } else {
+            n
+        };
         let d_first = per_row(&self.dis[0]);
         let d = 2 * n * d_fwd * 2 + (2 * n + rows_g) * (d_fwd - d_first) + n * d_first;
         g + d
@@ -155,7 +159,12 @@ impl FastEbgan {
     /// One training step on the real batch `real` (`[N, C, H, W]`): updates
     /// D's and G's parameters, BatchNorm statistics and Adam moments through
     /// the `dis` and `gen` optimizers.
-    pub fn step(&mut self, real: &Tensor, rng: &mut Rng, optimizers: &mut Optimizers) -> Result<FastLosses> {
+    pub fn step(
+        &mut self,
+        real: &Tensor,
+        rng: &mut Rng,
+        optimizers: &mut Optimizers,
+    ) -> Result<FastLosses> {
         let n = real.dim(0)?;
         if real.elem_count() != n * self.image_len {
             bail!(
@@ -181,7 +190,11 @@ impl FastEbgan {
         b.x.resize(2 * n * len, 0.0);
         let real = real.contiguous()?;
         storage::read(&real, |r| b.x[..n * len].copy_from_slice(r))?;
-        let fake = b.gen.last().context("G has no layers")?.output(self.gen.last().context("G has no layers")?);
+        let fake = b
+            .gen
+            .last()
+            .context("G has no layers")?
+            .output(self.gen.last().context("G has no layers")?);
         b.x[n * len..].copy_from_slice(fake);
         laps.lap(5);
 
@@ -219,8 +232,14 @@ impl FastEbgan {
         let joint = self.strategy == BnStrategy::Joint;
         let (g_offset, g_rows) = if joint { (0, 2 * n) } else { (n, n) };
         let row_blocks = [
-            RowBlock { offset: 0, rows: 2 * n },
-            RowBlock { offset: g_offset, rows: g_rows },
+            RowBlock {
+                offset: 0,
+                rows: 2 * n,
+            },
+            RowBlock {
+                offset: g_offset,
+                rows: g_rows,
+            },
         ];
         let total_rows = 2 * n + g_rows;
         // Index of L_G's fake rows in the stacked gradient.
@@ -239,13 +258,27 @@ impl FastEbgan {
             let block = &self.dis[i];
             let width = block.outputs;
             if i == self.encoder_len - 1 {
-                for (d, p) in b.d[g_fake * width..(g_fake + n) * width].iter_mut().zip(&b.pt_grad) {
+                for (d, p) in b.d[g_fake * width..(g_fake + n) * width]
+                    .iter_mut()
+                    .zip(&b.pt_grad)
+                {
                     *d += *p;
                 }
             }
-            backward_elementwise(block, &b.dis[i], &groups, &mut b.d, &row_blocks, &mut b.small);
+            backward_elementwise(
+                block,
+                &b.dis[i],
+                &groups,
+                &mut b.d,
+                &row_blocks,
+                &mut b.small,
+            );
             update_small(block, &b.small, dis_adam, step)?;
-            let input: &[f32] = if i == 0 { &b.x } else { b.dis[i - 1].output(&self.dis[i - 1]) };
+            let input: &[f32] = if i == 0 {
+                &b.x
+            } else {
+                b.dis[i - 1].output(&self.dis[i - 1])
+            };
             let k = block.inputs;
             // Below D's first block only L_G's gradient for the fake rows is wanted.
             let (grad_rows, first_row) = if i == 0 { (n, g_fake) } else { (total_rows, 0) };
@@ -284,7 +317,11 @@ impl FastEbgan {
             let width = block.outputs;
             backward_elementwise(block, &b.gen[i], &one, &mut b.d, &rows, &mut b.small);
             update_small(block, &b.small, gen_adam, step)?;
-            let input: &[f32] = if i == 0 { &b.z } else { b.gen[i - 1].output(&self.gen[i - 1]) };
+            let input: &[f32] = if i == 0 {
+                &b.z
+            } else {
+                b.gen[i - 1].output(&self.gen[i - 1])
+            };
             let k = block.inputs;
             let dy = &b.d[..n * width];
             let input_grad = if i > 0 {
@@ -330,7 +367,11 @@ fn forward_chain(
 ) -> Result<()> {
     for i in 0..blocks.len() {
         let (done, rest) = buffers.split_at_mut(i);
-        let x = if i == 0 { input } else { done[i - 1].output(&blocks[i - 1]) };
+        let x = if i == 0 {
+            input
+        } else {
+            done[i - 1].output(&blocks[i - 1])
+        };
         dense::forward(&blocks[i], x, rows, groups, rng, &mut rest[0])?;
     }
     Ok(())
@@ -346,7 +387,12 @@ fn adam_of<'a>(optimizers: &'a mut Optimizers, name: &str) -> Option<&'a mut Ada
 }
 
 /// Adam on the bias, γ and β of `block` with the gradients in `grads`.
-fn update_small(block: &DenseBlock, grads: &SmallGrads, adam: &mut Adam, step: AdamStep) -> Result<()> {
+fn update_small(
+    block: &DenseBlock,
+    grads: &SmallGrads,
+    adam: &mut Adam,
+    step: AdamStep,
+) -> Result<()> {
     let mut pairs = vec![(&block.bias, &grads.bias)];
     if let Some(bn) = &block.bn {
         pairs.push((&bn.gamma, &grads.gamma));
@@ -363,7 +409,12 @@ fn update_small(block: &DenseBlock, grads: &SmallGrads, adam: &mut Adam, step: A
 }
 
 /// The fused weight-gradient, input-gradient and Adam update of `block`'s weight.
-fn update_weight(block: &DenseBlock, adam: &mut Adam, step: AdamStep, backward: WeightBackward<'_>) -> Result<()> {
+fn update_weight(
+    block: &DenseBlock,
+    adam: &mut Adam,
+    step: AdamStep,
+    backward: WeightBackward<'_>,
+) -> Result<()> {
     storage::write(block.weight.as_tensor(), |w| {
         let (m, v) = adam.host_moments_mut(&block.weight)?;
         weight_update::update(w, m, v, step, backward);

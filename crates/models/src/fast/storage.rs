@@ -27,9 +27,7 @@ pub fn write<R>(t: &Tensor, f: impl FnOnce(&mut [f32]) -> Result<R>) -> Result<R
         out: RefCell::new(None),
     };
     t.inplace_op1(&op)?;
-    op.out
-        .into_inner()
-        .context("the in-place op did not run")?
+    op.out.into_inner().context("the in-place op did not run")?
 }
 
 struct WriteOp<F, R> {

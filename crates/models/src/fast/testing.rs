@@ -5,7 +5,10 @@
 /// vector's magnitude rather than their own).
 pub fn assert_close(got: &[f32], want: &[f32], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    let scale = want.iter().fold(0f64, |m, &w| m.max(f64::from(w).abs())).max(1e-30);
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &w| m.max(f64::from(w).abs()))
+        .max(1e-30);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (f64::from(g) - f64::from(w)).abs();
         assert!(

@@ -45,9 +45,15 @@ pub fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], step: AdamStep, b: We
     let (dy_in, dx_blocks) = match b.input_grad {
         Some((dy_in, dx)) => {
             assert!(dx.cols() == inputs && dy_in.cols() == outputs && dx.rows() == dy_in.rows());
-            (Some(dy_in), dx.col_blocks(rows).into_iter().map(Some).collect())
+            (
+                Some(dy_in),
+                dx.col_blocks(rows).into_iter().map(Some).collect(),
+            )
         }
-        None => (None, (0..inputs.div_ceil(rows)).map(|_| None).collect::<Vec<_>>()),
+        None => (
+            None,
+            (0..inputs.div_ceil(rows)).map(|_| None).collect::<Vec<_>>(),
+        ),
     };
     let (x, dy) = (b.x, b.dy);
     w.par_chunks_mut(rows * outputs)
@@ -117,7 +123,11 @@ mod tests {
         let bias = Tensor::zeros(outputs, candle_core::DType::F32, &dev)?;
         let u = rng.normal_tensor((rows, outputs), 0.0, 1.0, &dev)?;
         let u_in = rng.normal_tensor((rows, outputs), 0.0, 1.0, &dev)?;
-        let config = AdamConfig { lr: 1e-2, beta1: 0.5, ..AdamConfig::default() };
+        let config = AdamConfig {
+            lr: 1e-2,
+            beta1: 0.5,
+            ..AdamConfig::default()
+        };
 
         // Reference: candle autograd, then two steps of Adam::step.
         let w_ref = Var::from_tensor(&w0)?;
@@ -127,8 +137,14 @@ mod tests {
         for _ in 0..2 {
             let loss = (linear(&x, w_ref.as_tensor(), &bias)? * &u)?.sum_all()?;
             let grads = loss.backward()?;
-            let in_loss = (linear(x_in.as_tensor(), w_ref.as_tensor(), &bias)? * &u_in)?.sum_all()?;
-            let want_dx: Vec<f32> = in_loss.backward()?.get(&x_in).unwrap().flatten_all()?.to_vec1()?;
+            let in_loss =
+                (linear(x_in.as_tensor(), w_ref.as_tensor(), &bias)? * &u_in)?.sum_all()?;
+            let want_dx: Vec<f32> = in_loss
+                .backward()?
+                .get(&x_in)
+                .unwrap()
+                .flatten_all()?
+                .to_vec1()?;
             adam_ref.step(&grads)?;
 
             let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;

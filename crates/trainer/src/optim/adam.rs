@@ -170,7 +170,10 @@ impl AdamStep {
     #[inline]
     pub fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         let n = p.len();
-        assert!(g.len() == n && m.len() == n && v.len() == n, "adam: length mismatch");
+        assert!(
+            g.len() == n && m.len() == n && v.len() == n,
+            "adam: length mismatch"
+        );
         let (lr, eps) = (self.lr, self.eps);
         let (one_b1, one_b2) = (1.0 - self.beta1, 1.0 - self.beta2);
         for i in 0..n {
