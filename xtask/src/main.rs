@@ -2,10 +2,13 @@
 //!
 //! - `train-ebgan [ARGS…]` / `train-gan [ARGS…]`: build the release binary and
 //!   run `kusari train ebgan|gan --preset seed ARGS…` (later flags override the preset).
+//! - `bench [--config seed|small|all] [--iters N] [--rounds R] [--compare-torch [PATH]]`:
+//!   time the EBGAN-PT training step (see `docs/performance.md`).
 //! - `build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]`: fetch the
 //!   CUDA 13.0 toolkit from PyPI wheels into `.cuda/` and build the release
 //!   binary with Candle's CUDA backend into `target/cuda` (see `docs/cuda.md`).
 
+mod bench;
 mod build_cuda;
 mod cuda_stub;
 mod cuda_wheels;
@@ -32,6 +35,9 @@ fn usage() -> &'static str {
 commands:
   train-ebgan [ARGS…]   build kusari (release) and train the seed EBGAN; ARGS go to `kusari train`
   train-gan [ARGS…]     the same for the seed GAN
+  bench [--config seed|small|all] [--iters N] [--rounds R] [--compare-torch [PATH]]
+                        time the EBGAN-PT training step (s/iter, images/s, GFLOP/s, peak RSS),
+                        alternating with the PyTorch reference; see docs/performance.md
   build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]
                         fetch CUDA 13.0 from PyPI wheels into .cuda/ and build kusari
                         (release, --features cuda) into target/cuda; see docs/cuda.md"
@@ -47,6 +53,7 @@ fn run() -> Result<ExitCode> {
     match command.as_str() {
         "train-ebgan" => train::train("ebgan", &rest),
         "train-gan" => train::train("gan", &rest),
+        "bench" => bench::bench(&rest),
         "build-cuda" => build_cuda::build_cuda(&rest).map(|()| ExitCode::SUCCESS),
         "-h" | "--help" | "help" => {
             println!("{}", usage());

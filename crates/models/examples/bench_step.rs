@@ -1,0 +1,169 @@
+//! Times the EBGAN-PT training step — what `cargo xtask bench` runs in a
+//! child process, so the peak RSS it reports is this benchmark's alone.
+//!
+//! ```sh
+//! cargo run --release -p kusari-models --example bench_step -- \
+//!     --config seed|small [--iters N] [--warmup N] [--mnist DIR] [--device cpu|cuda]
+//! ```
+//!
+//! `KUSARI_STEP=reference` times the candle-ops path instead of the fast one.
+//! Prints a human line and a last line `BENCH_JSON {...}` with seconds per
+//! iteration, the step's arithmetic (GFLOP), peak RSS (VmHWM) and, on the
+//! fast CPU path, seconds per phase.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use kusari_models::{Config, Core, ModelConfig, Nets};
+use kusari_trainer::datasets::{mnist, PixelRange, Split};
+use kusari_trainer::reporter::{scope, Observation};
+use kusari_trainer::{parse_device, ArrayDataset, SerialIterator, Updater};
+
+struct Args {
+    config: String,
+    iters: usize,
+    warmup: usize,
+    mnist: Option<PathBuf>,
+    device: String,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        config: "seed".into(),
+        iters: 10,
+        warmup: 3,
+        mnist: None,
+        device: "cpu".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--config" => a.config = value()?,
+            "--iters" => a.iters = value()?.parse().context("--iters takes a whole number")?,
+            "--warmup" => a.warmup = value()?.parse().context("--warmup takes a whole number")?,
+            "--mnist" => a.mnist = Some(value()?.into()),
+            "--device" => a.device = value()?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    Ok(a)
+}
+
+/// The seed's nets (G 3200, D 1024) or the small ones (G 400, D 128).
+fn config(name: &str) -> Result<Config> {
+    let mut c = Config::default();
+    c.model = match name {
+        "seed" => ModelConfig::default(),
+        "small" => ModelConfig::mlp_with_units(400, 128),
+        other => bail!("unknown config {other}; use seed or small"),
+    };
+    Ok(c)
+}
+
+/// Multiply-adds of the matrix products in one step (as PyTorch does them:
+/// no gradient that is then thrown away).
+fn step_macs(c: &Config) -> f64 {
+    let (g, d, z, img) = (
+        &c.model.gen,
+        &c.model.dis,
+        c.model.z_dim,
+        c.model.image.len(),
+    );
+    let n = c.batch_size as f64;
+    let g_first = (z * g.units) as f64;
+    let g_fwd = g_first + ((g.layers - 1) * g.units * g.units + g.units * img) as f64;
+    let d_first = (img * d.units) as f64;
+    let d_fwd = d_first + ((d.layers - 1) * d.units * d.units + d.units * img) as f64;
+    // G: forward, weight and input gradients (none into z). D: forward and
+    // weight gradients on 2N rows; input gradients of L_D on 2N rows above
+    // the first layer and of L_G on the N fake rows all the way down.
+    n * (3.0 * g_fwd - g_first) + 2.0 * n * d_fwd * 2.0 + 2.0 * n * (d_fwd - d_first) + n * d_fwd
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn main() -> Result<()> {
+    let args = parse()?;
+    let config = config(&args.config)?;
+    let device = parse_device(&args.device)?;
+    let (dataset, data_name) = match &args.mnist {
+        Some(dir) => (
+            mnist::load(dir, Split::Train)?.to_dataset(PixelRange::MinusOneOne)?,
+            "MNIST train",
+        ),
+        None => {
+            let n = 1000;
+            let values: Vec<f32> = (0..n * 784)
+                .map(|i| ((i * 7919) % 256) as f32 / 127.5 - 1.0)
+                .collect();
+            (ArrayDataset::new(values, &[1, 28, 28], None)?, "synthetic")
+        }
+    };
+    let nets = Nets::build(&config, &device, 0)?;
+    let iterator = SerialIterator::new(Arc::new(dataset), config.batch_size, true, 0)?;
+    let mut updater = nets.updater(&config, iterator, &device, 0)?;
+    let observation = Observation::new();
+    let step =
+        |u: &mut kusari_trainer::StandardUpdater<_, _, Core>| scope(&observation, || u.update());
+    for _ in 0..args.warmup {
+        step(&mut updater)?;
+    }
+    let fast = match updater.core_mut() {
+        Core::Ebgan(rule) => rule.fast_step_mut().map(|f| f.reset_profile()).is_some(),
+        Core::Gan(_) => false,
+    };
+    let start = Instant::now();
+    for _ in 0..args.iters {
+        step(&mut updater)?;
+    }
+    let per_iter = start.elapsed().as_secs_f64() / args.iters as f64;
+    let gflop = 2.0 * step_macs(&config) / 1e9;
+    let phases: Vec<(String, f64)> = match updater.core() {
+        Core::Ebgan(rule) => rule
+            .fast_profile()
+            .map(|p| {
+                p.per_step()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Core::Gan(_) => Vec::new(),
+    };
+    let rss = peak_rss_bytes();
+    let path = if fast { "fast" } else { "reference" };
+    println!(
+        "kusari {} ({path} path, {}, {data_name}): {per_iter:.4} s/iter, {:.1} images/s, {:.1} GFLOP/s, peak RSS {} MB; dis/loss {:.4}",
+        args.config,
+        args.device,
+        config.batch_size as f64 / per_iter,
+        gflop / per_iter,
+        rss.map_or("?".into(), |b| format!("{:.0}", b as f64 / 1e6)),
+        observation.scalar("dis/loss")?.unwrap_or(f64::NAN),
+    );
+    let json = serde_json::json!({
+        "config": args.config,
+        "path": path,
+        "device": args.device,
+        "data": data_name,
+        "iters": args.iters,
+        "batch": config.batch_size,
+        "sec_per_iter": per_iter,
+        "gflop_per_iter": gflop,
+        "peak_rss_bytes": rss,
+        "phases": phases,
+    });
+    println!("BENCH_JSON {json}");
+    Ok(())
+}
