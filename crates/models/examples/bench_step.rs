@@ -57,13 +57,15 @@ fn parse() -> Result<Args> {
 
 /// The seed's nets (G 3200, D 1024) or the small ones (G 400, D 128).
 fn config(name: &str) -> Result<Config> {
-    let mut c = Config::default();
-    c.model = match name {
+    let model = match name {
         "seed" => ModelConfig::default(),
         "small" => ModelConfig::mlp_with_units(400, 128),
         other => bail!("unknown config {other}; use seed or small"),
     };
-    Ok(c)
+    Ok(Config {
+        model,
+        ..Config::default()
+    })
 }
 
 /// Multiply-adds of the matrix products in one step (as PyTorch does them:

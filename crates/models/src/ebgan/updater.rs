@@ -38,14 +38,14 @@ pub struct EbganUpdater {
     dis: AutoEncoder,
     config: EbganConfig,
     rng: Rng,
-    fast: Option<FastEbgan>,
+    fast: Option<Box<FastEbgan>>,
 }
 
 impl EbganUpdater {
     /// `rng` supplies the noise z and D's dropout masks (e.g.
     /// `Rng::derived(seed, "update")`).
     pub fn new(gen: Generator, dis: AutoEncoder, config: EbganConfig, rng: Rng) -> Self {
-        let fast = FastEbgan::new(&gen, &dis, config);
+        let fast = FastEbgan::new(&gen, &dis, config).map(Box::new);
         Self {
             gen,
             dis,
@@ -68,12 +68,12 @@ impl EbganUpdater {
 
     /// Time per phase of the fast path's steps, if it is in use.
     pub fn fast_profile(&self) -> Option<&Profile> {
-        self.fast.as_ref().map(FastEbgan::profile)
+        self.fast.as_deref().map(FastEbgan::profile)
     }
 
     /// The fast path, if in use (e.g. to reset its profile or count its work).
     pub fn fast_step_mut(&mut self) -> Option<&mut FastEbgan> {
-        self.fast.as_mut()
+        self.fast.as_deref_mut()
     }
 
     /// Margin, PT weight and variant.

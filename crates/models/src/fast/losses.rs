@@ -91,7 +91,7 @@ pub fn pull_away(
             }
             if squared {
                 total += f64::from(*c * *c);
-                *c = (2.0 / pairs) as f32 * *c;
+                *c *= (2.0 / pairs) as f32;
             } else {
                 total += f64::from(*c);
                 *c = (1.0 / pairs) as f32;
