@@ -95,6 +95,14 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn main() -> Result<()> {
     let args = parse()?;
     let config = config(&args.config)?;
@@ -125,11 +133,14 @@ fn main() -> Result<()> {
         Core::Ebgan(rule) => rule.fast_step_mut().map(|f| f.reset_profile()).is_some(),
         Core::Gan(_) => false,
     };
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     for _ in 0..args.iters {
         step(&mut updater)?;
     }
     let per_iter = start.elapsed().as_secs_f64() / args.iters as f64;
+    let cpu_per_iter = cpu_seconds()
+        .zip(cpu_start)
+        .map(|(end, start)| (end - start) / args.iters as f64);
     let gflop = 2.0 * step_macs(&config) / 1e9;
     let phases: Vec<(String, f64)> = match updater.core() {
         Core::Ebgan(rule) => rule
@@ -146,12 +157,13 @@ fn main() -> Result<()> {
     let rss = peak_rss_bytes();
     let path = if fast { "fast" } else { "reference" };
     println!(
-        "kusari {} ({path} path, {}, {data_name}): {per_iter:.4} s/iter, {:.1} images/s, {:.1} GFLOP/s, peak RSS {} MB; dis/loss {:.4}",
+        "kusari {} ({path} path, {}, {data_name}): {per_iter:.4} s/iter, {:.1} images/s, {:.1} GFLOP/s, peak RSS {} MB, CPU {} s/iter; dis/loss {:.4}",
         args.config,
         args.device,
         config.batch_size as f64 / per_iter,
         gflop / per_iter,
         rss.map_or("?".into(), |b| format!("{:.0}", b as f64 / 1e6)),
+        cpu_per_iter.map_or("?".into(), |c| format!("{c:.3}")),
         observation.scalar("dis/loss")?.unwrap_or(f64::NAN),
     );
     let json = serde_json::json!({
@@ -162,6 +174,7 @@ fn main() -> Result<()> {
         "iters": args.iters,
         "batch": config.batch_size,
         "sec_per_iter": per_iter,
+        "cpu_sec_per_iter": cpu_per_iter,
         "gflop_per_iter": gflop,
         "peak_rss_bytes": rss,
         "phases": phases,

@@ -190,7 +190,7 @@ pub fn block_width(n: usize) -> usize {
     if n <= 64 {
         return n.max(1);
     }
-    n.div_ceil(8).next_multiple_of(16).clamp(64, 512)
+    n.div_ceil(4).next_multiple_of(16).clamp(64, 256)
 }
 
 /// `dst = a · b` (or `+=`), split into column blocks computed in parallel.
@@ -264,8 +264,9 @@ mod tests {
 
     #[test]
     fn block_widths_cover_common_sizes() {
-        assert_eq!(block_width(3200), 400);
-        assert_eq!(block_width(1024), 128);
+        assert_eq!(block_width(3200), 256);
+        assert_eq!(block_width(1024), 256);
+        assert_eq!(block_width(400), 112);
         assert_eq!(block_width(128), 64);
         assert_eq!(block_width(10), 10);
     }

@@ -58,6 +58,25 @@ pub struct FastEbgan {
     profile: Profile,
 }
 
+/// The pool the step runs in when called from outside any rayon pool. The
+/// thread that first steps becomes one of its workers, so its many short
+/// parallel sections start without handing work to another thread and
+/// waiting to be woken each time (which costs milliseconds per step on a
+/// small VM). Its size is rayon's default (`RAYON_NUM_THREADS` or the CPU
+/// count).
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("kusari-fast-{i}"))
+            .use_current_thread()
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 #[derive(Default)]
 struct Buffers {
     z: Vec<f32>,

@@ -11,13 +11,14 @@ use rayon::prelude::*;
 
 use super::matmul::{gemm, MatMut, MatRef};
 
-/// Columns of W per tile.
-const TILE_COLS: usize = 512;
+fn tune(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 /// Rows of W per task: a function of the shape alone (never of the thread
 /// count), so every sum keeps its order.
 pub fn rows_per_task(inputs: usize) -> usize {
-    inputs.div_ceil(16).next_multiple_of(8).clamp(8, 64)
+    inputs.div_ceil(tune("KT_DIV", 4)).next_multiple_of(8).clamp(8, tune("KT_ROWS", 128))
 }
 
 thread_local! {
@@ -42,6 +43,7 @@ pub fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], step: AdamStep, b: We
     assert!(w.len() == inputs * outputs && m.len() == w.len() && v.len() == w.len());
     assert_eq!(b.x.rows(), b.dy.rows());
     let rows = rows_per_task(inputs);
+    let tile_cols = tune("KT_COLS", 256);
     let (dy_in, dx_blocks) = match b.input_grad {
         Some((dy_in, dx)) => {
             assert!(dx.cols() == inputs && dy_in.cols() == outputs && dx.rows() == dy_in.rows());
@@ -66,9 +68,9 @@ pub fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], step: AdamStep, b: We
             let ri = w.len() / outputs;
             TILE.with(|tile| {
                 let mut tile = tile.borrow_mut();
-                tile.resize(ri * TILE_COLS.min(outputs), 0.0);
-                for j0 in (0..outputs).step_by(TILE_COLS) {
-                    let cj = TILE_COLS.min(outputs - j0);
+                tile.resize(ri * tile_cols.min(outputs), 0.0);
+                for j0 in (0..outputs).step_by(tile_cols) {
+                    let cj = tile_cols.min(outputs - j0);
                     let tile = &mut tile[..ri * cj];
                     gemm(
                         &mut MatMut::new(tile, ri, cj),
