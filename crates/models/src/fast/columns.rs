@@ -7,6 +7,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::matmul::MatMut;
+
 /// Columns per task: a function of the width alone, so sums never depend on
 /// the thread count.
 pub fn chunk_width(cols: usize) -> usize {
@@ -19,10 +21,16 @@ pub fn chunk_width(cols: usize) -> usize {
 
 /// Runs `f(columns)` over fixed column chunks of `0..cols` in parallel.
 pub fn par_columns(cols: usize, f: impl Fn(Range<usize>) + Sync + Send) {
-    let width = chunk_width(cols);
-    (0..cols.div_ceil(width))
+    par_ranges(cols, chunk_width(cols), f);
+}
+
+/// Runs `f(range)` over `0..len` cut into ranges of `width` (the last may be
+/// shorter), in parallel.
+pub fn par_ranges(len: usize, width: usize, f: impl Fn(Range<usize>) + Sync + Send) {
+    let width = width.max(1);
+    (0..len.div_ceil(width))
         .into_par_iter()
-        .for_each(|i| f(i * width..((i + 1) * width).min(cols)));
+        .for_each(|i| f(i * width..((i + 1) * width).min(len)));
 }
 
 /// A row-major matrix that several column-parallel tasks write at once,
@@ -65,6 +73,20 @@ impl<'a> SharedMut<'a> {
         );
         // SAFETY: in bounds (checked); exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), c.len()) }
+    }
+
+    /// Columns `c` of the first `rows` rows as a matrix view for `gemm`.
+    ///
+    /// # Safety
+    /// As [`SharedMut::segment`]: while the view lives no other task may
+    /// access these elements.
+    pub unsafe fn columns(&self, rows: usize, c: &Range<usize>) -> MatMut<'a> {
+        assert!(
+            c.end <= self.cols && (rows == 0 || (rows - 1) * self.cols + c.end <= self.len),
+            "columns out of bounds"
+        );
+        // SAFETY: in bounds (checked); exclusivity is the caller's contract.
+        unsafe { MatMut::from_raw(self.ptr.add(c.start), rows, c.len(), self.cols) }
     }
 }
 

@@ -9,8 +9,8 @@ use kusari_trainer::Rng;
 
 use super::activation;
 use super::batch_norm::{self, BnGroup, BnStats, RowBlock};
-use super::columns::{par_columns, segment, SharedMut};
-use super::matmul::{matmul, MatMut, MatRef};
+use super::columns::{par_columns, par_ranges, segment, SharedMut};
+use super::matmul::{block_width, gemm, MatRef};
 use super::storage;
 use crate::layers::{Activation, Layer};
 use crate::nets::stack::Stack;
@@ -168,7 +168,8 @@ impl DenseBuffers {
 
 /// Runs `block` on the rows of `x` (`[rows × inputs]`): BatchNorm statistics
 /// per `groups` (running averages updated group by group), dropout masks
-/// drawn from `rng` in row order.
+/// drawn from `rng` in row order. One parallel pass over column blocks does
+/// each block's product and then all its elementwise work while it is hot.
 pub fn forward(
     block: &DenseBlock,
     x: &[f32],
@@ -181,14 +182,6 @@ pub fn forward(
     let len = rows * n;
     buf.rows = rows;
     buf.y.resize(len, 0.0);
-    storage::read(block.weight.as_tensor(), |w| {
-        matmul(
-            MatMut::new(&mut buf.y, rows, n),
-            MatRef::new(&x[..rows * k], rows, k),
-            MatRef::new(w, k, n),
-            false,
-        )
-    })?;
     buf.bias.clear();
     storage::read(block.bias.as_tensor(), |b| buf.bias.extend_from_slice(b))?;
     if block.dropout > 0.0 {
@@ -232,41 +225,51 @@ pub fn forward(
         SharedMut::new(&mut stats.inv_std, n),
     ];
     let (mask, gamma, beta, bias) = (&*mask, &*gamma, &*beta, &*bias);
-    par_columns(n, |c| {
-        // SAFETY: this task is the only one touching columns c.
-        unsafe {
-            for r in 0..rows {
-                let yr = ys.segment(r, &c);
-                for (v, b) in yr.iter_mut().zip(&bias[c.clone()]) {
-                    *v += *b;
-                }
-            }
-            if has_bn {
-                batch_norm::forward_columns(ys, zs, st, groups, gamma, beta, eps, &c);
-            }
-            for r in 0..rows {
-                let pre: &mut [f32] = if has_bn {
-                    zs.segment(r, &c)
-                } else if has_dropout {
-                    let zr = zs.segment(r, &c);
-                    zr.copy_from_slice(ys.segment(r, &c));
-                    zr
-                } else {
-                    ys.segment(r, &c)
-                };
-                if has_dropout {
-                    for (v, m) in pre.iter_mut().zip(segment(mask, n, r, &c)) {
-                        *v *= *m;
+    let x = MatRef::new(&x[..rows * k], rows, k);
+    storage::read(block.weight.as_tensor(), |w| {
+        let w = MatRef::new(w, k, n);
+        par_ranges(n, block_width(n), |c| {
+            // SAFETY: this task is the only one touching columns c.
+            unsafe {
+                gemm(
+                    &mut ys.columns(rows, &c),
+                    x,
+                    w.block(0, k, c.start, c.len()),
+                    false,
+                );
+                for r in 0..rows {
+                    let yr = ys.segment(r, &c);
+                    for (v, b) in yr.iter_mut().zip(&bias[c.clone()]) {
+                        *v += *b;
                     }
                 }
-                if act != Activation::Identity {
-                    for (o, v) in hs.segment(r, &c).iter_mut().zip(pre.iter()) {
-                        *o = activation::forward(act, *v);
+                if has_bn {
+                    batch_norm::forward_columns(ys, zs, st, groups, gamma, beta, eps, &c);
+                }
+                for r in 0..rows {
+                    let pre: &mut [f32] = if has_bn {
+                        zs.segment(r, &c)
+                    } else if has_dropout {
+                        let zr = zs.segment(r, &c);
+                        zr.copy_from_slice(ys.segment(r, &c));
+                        zr
+                    } else {
+                        ys.segment(r, &c)
+                    };
+                    if has_dropout {
+                        for (v, m) in pre.iter_mut().zip(segment(mask, n, r, &c)) {
+                            *v *= *m;
+                        }
+                    }
+                    if act != Activation::Identity {
+                        for (o, v) in hs.segment(r, &c).iter_mut().zip(pre.iter()) {
+                            *o = activation::forward(act, *v);
+                        }
                     }
                 }
             }
-        }
-    });
+        });
+    })?;
 
     if let Some(bn) = &block.bn {
         storage::write(bn.avg_mean.as_tensor(), |avg_mean| {
@@ -300,6 +303,26 @@ pub struct SmallGrads {
     pub beta: Vec<f32>,
 }
 
+impl SmallGrads {
+    /// Zeroed gradients for a block of `n` outputs.
+    pub fn reset(&mut self, n: usize) {
+        for v in [&mut self.bias, &mut self.gamma, &mut self.beta] {
+            v.clear();
+            v.resize(n, 0.0);
+        }
+    }
+
+    /// The three gradients as matrices of one row that column tasks share.
+    pub fn shared(&mut self) -> [SharedMut<'_>; 3] {
+        let n = self.bias.len();
+        [
+            SharedMut::new(&mut self.bias, n),
+            SharedMut::new(&mut self.gamma, n),
+            SharedMut::new(&mut self.beta, n),
+        ]
+    }
+}
+
 /// The elementwise backward: turns `d` — upstream gradients for each of
 /// `blocks` (row blocks stacked in `d`, `[Σ rows × outputs]`) — into
 /// gradients with respect to the Linear's output, in place. The first
@@ -313,71 +336,83 @@ pub fn backward_elementwise(
     grads: &mut SmallGrads,
 ) {
     let n = block.outputs;
-    grads.bias.clear();
-    grads.bias.resize(n, 0.0);
-    grads.gamma.clear();
-    grads.gamma.resize(n, 0.0);
-    grads.beta.clear();
-    grads.beta.resize(n, 0.0);
+    grads.reset(n);
+    let ds = SharedMut::new(d, n);
+    let g = grads.shared();
+    par_columns(n, |c| {
+        // SAFETY: this task is the only one touching columns c.
+        unsafe { backward_columns(block, buf, groups, ds, blocks, g, &c) }
+    });
+}
+
+/// [`backward_elementwise`] for columns `c` only.
+///
+/// # Safety
+/// No other task may touch columns `c` of `d` or `grads` meanwhile.
+pub unsafe fn backward_columns(
+    block: &DenseBlock,
+    buf: &DenseBuffers,
+    groups: &[BnGroup],
+    ds: SharedMut<'_>,
+    blocks: &[RowBlock],
+    grads: [SharedMut<'_>; 3],
+    c: &std::ops::Range<usize>,
+) {
+    let n = block.outputs;
     let act = block.act;
     let has_dropout = block.dropout > 0.0;
     let pre = buf.pre_activation(block);
     let out = buf.output(block);
-    let ds = SharedMut::new(d, n);
-    let gb = SharedMut::new(&mut grads.bias, n);
-    let gg = SharedMut::new(&mut grads.gamma, n);
-    let gbeta = SharedMut::new(&mut grads.beta, n);
-    par_columns(n, |c| {
-        let mut start = 0;
-        for (i, rb) in blocks.iter().enumerate() {
-            // The stacked rows of this block in d.
-            // SAFETY: this task is the only one touching columns c.
-            let view = unsafe { ds.offset_rows(start) };
-            for r in 0..rb.rows {
-                let fr = rb.offset + r;
-                // SAFETY: as above.
-                let dr = unsafe { view.segment(r, &c) };
-                if act != Activation::Identity {
-                    let (p, o) = (segment(pre, n, fr, &c), segment(out, n, fr, &c));
-                    for j in 0..dr.len() {
-                        dr[j] *= activation::derivative(act, p[j], o[j]);
-                    }
-                }
-                if has_dropout {
-                    for (v, m) in dr.iter_mut().zip(segment(&buf.mask, n, fr, &c)) {
-                        *v *= *m;
-                    }
+    let [gb, gg, gbeta] = grads;
+    let mut start = 0;
+    for (i, rb) in blocks.iter().enumerate() {
+        // The stacked rows of this block in d.
+        // SAFETY: rows stay inside d; columns c are this task's.
+        let view = unsafe { ds.offset_rows(start) };
+        for r in 0..rb.rows {
+            let fr = rb.offset + r;
+            // SAFETY: as above.
+            let dr = unsafe { view.segment(r, c) };
+            if act != Activation::Identity {
+                let (p, o) = (segment(pre, n, fr, c), segment(out, n, fr, c));
+                for j in 0..dr.len() {
+                    dr[j] *= activation::derivative(act, p[j], o[j]);
                 }
             }
-            if block.bn.is_some() {
-                let g = (i == 0).then_some((gg, gbeta));
-                // SAFETY: as above.
-                unsafe {
-                    batch_norm::backward_columns(
-                        view,
-                        *rb,
-                        &buf.y,
-                        n,
-                        &buf.stats.inv_std,
-                        groups,
-                        &buf.gamma,
-                        g,
-                        &c,
-                    );
+            if has_dropout {
+                for (v, m) in dr.iter_mut().zip(segment(&buf.mask, n, fr, c)) {
+                    *v *= *m;
                 }
             }
-            if i == 0 {
-                // SAFETY: as above.
-                let acc = unsafe { gb.segment(0, &c) };
-                for r in 0..rb.rows {
-                    // SAFETY: as above.
-                    let dr = unsafe { view.segment(r, &c) };
-                    for (a, v) in acc.iter_mut().zip(dr.iter()) {
-                        *a += *v;
-                    }
-                }
-            }
-            start += rb.rows;
         }
-    });
+        if block.bn.is_some() {
+            let g = (i == 0).then_some((gg, gbeta));
+            // SAFETY: as above.
+            unsafe {
+                batch_norm::backward_columns(
+                    view,
+                    *rb,
+                    &buf.y,
+                    n,
+                    &buf.stats.inv_std,
+                    groups,
+                    &buf.gamma,
+                    g,
+                    c,
+                );
+            }
+        }
+        if i == 0 {
+            // SAFETY: as above.
+            let acc = unsafe { gb.segment(0, c) };
+            for r in 0..rb.rows {
+                // SAFETY: as above.
+                let dr = unsafe { view.segment(r, c) };
+                for (a, v) in acc.iter_mut().zip(dr.iter()) {
+                    *a += *v;
+                }
+            }
+        }
+        start += rb.rows;
+    }
 }

@@ -5,8 +5,6 @@
 
 use std::marker::PhantomData;
 
-use rayon::prelude::*;
-
 /// A read-only view of an f32 matrix with arbitrary strides.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
@@ -88,8 +86,7 @@ pub struct MatMut<'a> {
     _life: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: a MatMut is an exclusive borrow of its elements; views made by
-// `col_blocks` never overlap.
+// SAFETY: a MatMut is an exclusive borrow of its elements.
 unsafe impl Send for MatMut<'_> {}
 
 impl<'a> MatMut<'a> {
@@ -105,30 +102,19 @@ impl<'a> MatMut<'a> {
         }
     }
 
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Splits the columns into disjoint blocks of `width` (the last may be narrower).
-    pub fn col_blocks(self, width: usize) -> Vec<MatMut<'a>> {
-        let width = width.max(1);
-        (0..self.cols)
-            .step_by(width)
-            .map(|c0| MatMut {
-                // SAFETY: c0 < cols, inside the viewed matrix.
-                ptr: unsafe { self.ptr.add(c0) },
-                rows: self.rows,
-                cols: width.min(self.cols - c0),
-                rs: self.rs,
-                _life: PhantomData,
-            })
-            .collect()
+    /// A view of `rows × cols` values from `ptr` with row stride `rs`.
+    ///
+    /// # Safety
+    /// The elements must be valid, and not accessed through anything else,
+    /// for `'a`.
+    pub unsafe fn from_raw(ptr: *mut f32, rows: usize, cols: usize, rs: usize) -> Self {
+        Self {
+            ptr,
+            rows,
+            cols,
+            rs,
+            _life: PhantomData,
+        }
     }
 }
 
@@ -193,20 +179,6 @@ pub fn block_width(n: usize) -> usize {
     n.div_ceil(4).next_multiple_of(16).clamp(64, 256)
 }
 
-/// `dst = a · b` (or `+=`), split into column blocks computed in parallel.
-pub fn matmul(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
-    assert!(b.cols == dst.cols && a.cols == b.rows && a.rows == dst.rows);
-    let width = block_width(dst.cols);
-    dst.col_blocks(width)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(i, mut block)| {
-            let c0 = i * width;
-            let cols = block.cols;
-            gemm(&mut block, a, b.block(0, b.rows, c0, cols), accumulate);
-        });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,22 +200,13 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
         let want = naive(&a, &b, m, k, n);
         let mut c = vec![1f32; m * n];
-        matmul(
-            MatMut::new(&mut c, m, n),
-            MatRef::new(&a, m, k),
-            MatRef::new(&b, k, n),
-            false,
-        );
+        let (av, bv) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
+        gemm(&mut MatMut::new(&mut c, m, n), av, bv, false);
         for (x, y) in c.iter().zip(&want) {
             assert!((x - y).abs() < 1e-5);
         }
         // Accumulating adds the product again.
-        matmul(
-            MatMut::new(&mut c, m, n),
-            MatRef::new(&a, m, k),
-            MatRef::new(&b, k, n),
-            true,
-        );
+        gemm(&mut MatMut::new(&mut c, m, n), av, bv, true);
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-4);
         }

@@ -19,9 +19,10 @@ use candle_core::Tensor;
 use kusari_trainer::{Adam, AdamStep, Optimizers, Rng};
 
 use super::batch_norm::{pair_groups, single_group, BnGroup, RowBlock};
+use super::columns::SharedMut;
 use super::dense::{self, backward_elementwise, DenseBlock, DenseBuffers, SmallGrads};
 use super::losses::{energy, energy_grad, pull_away, PullAwayScratch};
-use super::matmul::{MatMut, MatRef};
+use super::matmul::MatRef;
 use super::profile::{Laps, Profile};
 use super::storage;
 use super::weight_update::{self, WeightBackward};
@@ -90,6 +91,7 @@ struct Buffers {
     pt_grad: Vec<f32>,
     pt: PullAwayScratch,
     small: SmallGrads,
+    small_next: SmallGrads,
 }
 
 impl FastEbgan {
@@ -184,6 +186,19 @@ impl FastEbgan {
         rng: &mut Rng,
         optimizers: &mut Optimizers,
     ) -> Result<FastLosses> {
+        // Inside a pool already (a caller chose the threads): run there.
+        match pool().filter(|_| rayon::current_thread_index().is_none()) {
+            Some(pool) => pool.install(|| self.step_here(real, rng, optimizers)),
+            None => self.step_here(real, rng, optimizers),
+        }
+    }
+
+    fn step_here(
+        &mut self,
+        real: &Tensor,
+        rng: &mut Rng,
+        optimizers: &mut Optimizers,
+    ) -> Result<FastLosses> {
         let n = real.dim(0)?;
         if real.elem_count() != n * self.image_len {
             bail!(
@@ -270,28 +285,26 @@ impl FastEbgan {
         energy_grad(r_fake, x_fake, 1.0, &mut b.d[g_fake * len..]);
         laps.lap(2);
 
-        // D's backward with fused Adam updates.
+        // D's backward with fused Adam updates. The top block's elementwise
+        // backward runs alone; each lower block's runs inside the weight
+        // update above it, as soon as its columns of the gradient exist.
         let dis_adam = adam_of(optimizers, "dis").context("D's optimizer is not a host Adam")?;
         let step = dis_adam.begin_external_step();
+        let top = self.dis.len() - 1;
+        if top == self.encoder_len - 1 {
+            add_rows(&mut b.d, g_fake, n, code_width, &b.pt_grad);
+        }
+        backward_elementwise(
+            &self.dis[top],
+            &b.dis[top],
+            &groups,
+            &mut b.d,
+            &row_blocks,
+            &mut b.small,
+        );
         for i in (0..self.dis.len()).rev() {
             let block = &self.dis[i];
             let width = block.outputs;
-            if i == self.encoder_len - 1 {
-                for (d, p) in b.d[g_fake * width..(g_fake + n) * width]
-                    .iter_mut()
-                    .zip(&b.pt_grad)
-                {
-                    *d += *p;
-                }
-            }
-            backward_elementwise(
-                block,
-                &b.dis[i],
-                &groups,
-                &mut b.d,
-                &row_blocks,
-                &mut b.small,
-            );
             update_small(block, &b.small, dis_adam, step)?;
             let input: &[f32] = if i == 0 {
                 &b.x
@@ -302,7 +315,27 @@ impl FastEbgan {
             // Below D's first block only L_G's gradient for the fake rows is wanted.
             let (grad_rows, first_row) = if i == 0 { (n, g_fake) } else { (total_rows, 0) };
             b.d_next.resize(grad_rows * k, 0.0);
+            b.small_next.reset(k);
             let dy = &b.d[..total_rows * width];
+            let dx = SharedMut::new(&mut b.d_next, k);
+            let grads = b.small_next.shared();
+            let below = i.checked_sub(1).map(|j| (&self.dis[j], &b.dis[j]));
+            let pt = (i > 0 && i - 1 == self.encoder_len - 1).then_some(&b.pt_grad);
+            let then = |c: std::ops::Range<usize>| {
+                let Some((block, buf)) = below else { return };
+                // SAFETY: each task passes only its own columns.
+                unsafe {
+                    if let Some(pt) = pt {
+                        for r in 0..n {
+                            let row = dx.segment(g_fake + r, &c);
+                            for (v, p) in row.iter_mut().zip(&pt[r * k + c.start..r * k + c.end]) {
+                                *v += *p;
+                            }
+                        }
+                    }
+                    dense::backward_columns(block, buf, &groups, dx, &row_blocks, grads, &c);
+                }
+            };
             update_weight(
                 block,
                 dis_adam,
@@ -310,13 +343,12 @@ impl FastEbgan {
                 WeightBackward {
                     x: MatRef::new(input, 2 * n, k),
                     dy: MatRef::new(dy, 2 * n, width),
-                    input_grad: Some((
-                        MatRef::new(&dy[first_row * width..], grad_rows, width),
-                        MatMut::new(&mut b.d_next, grad_rows, k),
-                    )),
+                    input_grad: Some((MatRef::new(&dy[first_row * width..], grad_rows, width), dx)),
                 },
+                (i > 0).then_some(&then as &(dyn Fn(std::ops::Range<usize>) + Sync)),
             )?;
             std::mem::swap(&mut b.d, &mut b.d_next);
+            std::mem::swap(&mut b.small, &mut b.small_next);
         }
         laps.lap(3);
 
@@ -327,14 +359,22 @@ impl FastEbgan {
             *d += *direct;
         }
 
-        // G's backward with fused Adam updates.
+        // G's backward with fused Adam updates, the same way.
         let gen_adam = adam_of(optimizers, "gen").context("G's optimizer is not a host Adam")?;
         let step = gen_adam.begin_external_step();
         let rows = [RowBlock { offset: 0, rows: n }];
+        let top = self.gen.len() - 1;
+        backward_elementwise(
+            &self.gen[top],
+            &b.gen[top],
+            &one,
+            &mut b.d,
+            &rows,
+            &mut b.small,
+        );
         for i in (0..self.gen.len()).rev() {
             let block = &self.gen[i];
             let width = block.outputs;
-            backward_elementwise(block, &b.gen[i], &one, &mut b.d, &rows, &mut b.small);
             update_small(block, &b.small, gen_adam, step)?;
             let input: &[f32] = if i == 0 {
                 &b.z
@@ -343,11 +383,16 @@ impl FastEbgan {
             };
             let k = block.inputs;
             let dy = &b.d[..n * width];
-            let input_grad = if i > 0 {
-                b.d_next.resize(n * k, 0.0);
-                Some((MatRef::new(dy, n, width), MatMut::new(&mut b.d_next, n, k)))
-            } else {
-                None
+            b.d_next.resize(n * k, 0.0);
+            b.small_next.reset(k);
+            let dx = SharedMut::new(&mut b.d_next, k);
+            let grads = b.small_next.shared();
+            let below = i.checked_sub(1).map(|j| (&self.gen[j], &b.gen[j]));
+            let then = |c: std::ops::Range<usize>| {
+                if let Some((block, buf)) = below {
+                    // SAFETY: each task passes only its own columns.
+                    unsafe { dense::backward_columns(block, buf, &one, dx, &rows, grads, &c) };
+                }
             };
             update_weight(
                 block,
@@ -356,10 +401,12 @@ impl FastEbgan {
                 WeightBackward {
                     x: MatRef::new(input, n, k),
                     dy: MatRef::new(dy, n, width),
-                    input_grad,
+                    input_grad: (i > 0).then(|| (MatRef::new(dy, n, width), dx)),
                 },
+                (i > 0).then_some(&then as &(dyn Fn(std::ops::Range<usize>) + Sync)),
             )?;
             std::mem::swap(&mut b.d, &mut b.d_next);
+            std::mem::swap(&mut b.small, &mut b.small_next);
         }
         laps.lap(4);
         laps.finish();
@@ -427,16 +474,25 @@ fn update_small(
     Ok(())
 }
 
-/// The fused weight-gradient, input-gradient and Adam update of `block`'s weight.
+/// The fused weight-gradient, input-gradient and Adam update of `block`'s
+/// weight, calling `then` on each finished column range of the input gradient.
 fn update_weight(
     block: &DenseBlock,
     adam: &mut Adam,
     step: AdamStep,
     backward: WeightBackward<'_>,
+    then: Option<&(dyn Fn(std::ops::Range<usize>) + Sync)>,
 ) -> Result<()> {
     storage::write(block.weight.as_tensor(), |w| {
         let (m, v) = adam.host_moments_mut(&block.weight)?;
-        weight_update::update(w, m, v, step, backward);
+        weight_update::update(w, m, v, step, backward, then);
         Ok(())
     })
+}
+
+/// Adds `rows` rows of `add` (`[rows × width]`) into `d` from row `first`.
+fn add_rows(d: &mut [f32], first: usize, rows: usize, width: usize, add: &[f32]) {
+    for (v, a) in d[first * width..(first + rows) * width].iter_mut().zip(add) {
+        *v += *a;
+    }
 }

@@ -9,16 +9,17 @@ use std::cell::RefCell;
 use kusari_trainer::AdamStep;
 use rayon::prelude::*;
 
+use super::columns::SharedMut;
 use super::matmul::{gemm, MatMut, MatRef};
 
-fn tune(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+/// Columns of W per tile: a tile's gradient (up to 128 × 256 values) stays
+/// in the core's cache until Adam has used it.
+const TILE_COLS: usize = 256;
 
 /// Rows of W per task: a function of the shape alone (never of the thread
 /// count), so every sum keeps its order.
 pub fn rows_per_task(inputs: usize) -> usize {
-    inputs.div_ceil(tune("KT_DIV", 4)).next_multiple_of(8).clamp(8, tune("KT_ROWS", 128))
+    inputs.div_ceil(4).next_multiple_of(8).clamp(8, 128)
 }
 
 thread_local! {
@@ -33,66 +34,73 @@ pub struct WeightBackward<'a> {
     pub dy: MatRef<'a>,
     /// Rows of output gradients (`[r' × out]`) whose input gradients
     /// (`[r' × in]`) are wanted, and where to put them.
-    pub input_grad: Option<(MatRef<'a>, MatMut<'a>)>,
+    pub input_grad: Option<(MatRef<'a>, SharedMut<'a>)>,
 }
 
 /// Updates `w` (`[in × out]`, row-major) and its moments `m`, `v` by one
 /// Adam step with the gradient `xᵀ·δy`, after computing the input gradient.
-pub fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], step: AdamStep, b: WeightBackward<'_>) {
+/// Each task, once its columns of the input gradient are complete, calls
+/// `then` with them (the previous layer's elementwise backward runs there).
+pub fn update(
+    w: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    step: AdamStep,
+    b: WeightBackward<'_>,
+    then: Option<&(dyn Fn(std::ops::Range<usize>) + Sync)>,
+) {
     let (inputs, outputs) = (b.x.cols(), b.dy.cols());
     assert!(w.len() == inputs * outputs && m.len() == w.len() && v.len() == w.len());
     assert_eq!(b.x.rows(), b.dy.rows());
     let rows = rows_per_task(inputs);
-    let tile_cols = tune("KT_COLS", 256);
-    let (dy_in, dx_blocks) = match b.input_grad {
-        Some((dy_in, dx)) => {
-            assert!(dx.cols() == inputs && dy_in.cols() == outputs && dx.rows() == dy_in.rows());
-            (
-                Some(dy_in),
-                dx.col_blocks(rows).into_iter().map(Some).collect(),
-            )
-        }
-        None => (
-            None,
-            (0..inputs.div_ceil(rows)).map(|_| None).collect::<Vec<_>>(),
-        ),
-    };
-    let (x, dy) = (b.x, b.dy);
+    if let Some((dy_in, _)) = &b.input_grad {
+        assert_eq!(dy_in.cols(), outputs);
+    }
+    let (x, dy, input_grad) = (b.x, b.dy, b.input_grad);
     w.par_chunks_mut(rows * outputs)
         .zip(m.par_chunks_mut(rows * outputs))
         .zip(v.par_chunks_mut(rows * outputs))
-        .zip(dx_blocks)
         .enumerate()
-        .for_each(|(t, (((w, m), v), mut dx))| {
+        .for_each(|(t, ((w, m), v))| {
             let i0 = t * rows;
             let ri = w.len() / outputs;
-            TILE.with(|tile| {
-                let mut tile = tile.borrow_mut();
-                tile.resize(ri * tile_cols.min(outputs), 0.0);
-                for j0 in (0..outputs).step_by(tile_cols) {
-                    let cj = tile_cols.min(outputs - j0);
-                    let tile = &mut tile[..ri * cj];
-                    gemm(
-                        &mut MatMut::new(tile, ri, cj),
-                        x.block(0, x.rows(), i0, ri).t(),
-                        dy.block(0, dy.rows(), j0, cj),
-                        false,
-                    );
-                    if let (Some(dx), Some(dy_in)) = (dx.as_mut(), dy_in) {
-                        let w_tile = MatRef::new(w, ri, outputs).block(0, ri, j0, cj);
-                        gemm(dx, dy_in.block(0, dy_in.rows(), j0, cj), w_tile.t(), j0 > 0);
-                    }
-                    for r in 0..ri {
-                        let at = r * outputs + j0..r * outputs + j0 + cj;
-                        step.apply(
-                            &mut w[at.clone()],
-                            &tile[r * cj..(r + 1) * cj],
-                            &mut m[at.clone()],
-                            &mut v[at],
+            let columns = i0..i0 + ri;
+            {
+                // SAFETY: the tasks' column ranges of dx are disjoint.
+                let mut dx = input_grad
+                    .map(|(dy_in, dx)| (dy_in, unsafe { dx.columns(dy_in.rows(), &columns) }));
+                TILE.with(|tile| {
+                    let mut tile = tile.borrow_mut();
+                    tile.resize(ri * TILE_COLS.min(outputs), 0.0);
+                    for j0 in (0..outputs).step_by(TILE_COLS) {
+                        let cj = TILE_COLS.min(outputs - j0);
+                        let tile = &mut tile[..ri * cj];
+                        gemm(
+                            &mut MatMut::new(tile, ri, cj),
+                            x.block(0, x.rows(), i0, ri).t(),
+                            dy.block(0, dy.rows(), j0, cj),
+                            false,
                         );
+                        if let Some((dy_in, dx)) = dx.as_mut() {
+                            let w_tile = MatRef::new(w, ri, outputs).block(0, ri, j0, cj);
+                            gemm(dx, dy_in.block(0, dy_in.rows(), j0, cj), w_tile.t(), j0 > 0);
+                        }
+                        for r in 0..ri {
+                            let at = r * outputs + j0..r * outputs + j0 + cj;
+                            step.apply(
+                                &mut w[at.clone()],
+                                &tile[r * cj..(r + 1) * cj],
+                                &mut m[at.clone()],
+                                &mut v[at],
+                            );
+                        }
                     }
-                }
-            });
+                });
+            }
+            // The task's columns of dx are complete and its view of them gone.
+            if let Some(then) = then {
+                then(columns);
+            }
         });
 }
 
@@ -166,9 +174,10 @@ mod tests {
                         dy: MatRef::new(&us, rows, outputs),
                         input_grad: Some((
                             MatRef::new(&uin, rows, outputs),
-                            MatMut::new(&mut dx, rows, inputs),
+                            SharedMut::new(&mut dx, inputs),
                         )),
                     },
+                    None,
                 );
                 Ok(())
             })?;
