@@ -476,6 +476,41 @@ mod tests {
     }
 
     #[test]
+    fn an_external_step_equals_a_normal_step() -> Result<()> {
+        let config = AdamConfig {
+            lr: 1e-2,
+            beta1: 0.5,
+            ..Default::default()
+        };
+        let init: Vec<f32> = (0..1000).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+        let g = |t: usize| -> Vec<f64> {
+            (0..1000)
+                .map(|i| ((i * 3 + t) % 7) as f64 * 0.2 - 0.6)
+                .collect()
+        };
+        let a = Var::new(init.clone(), &Device::Cpu)?;
+        let mut normal = Adam::new(vec![("w".into(), a.clone())], config)?;
+        let b = Var::new(init, &Device::Cpu)?;
+        let mut external = Adam::new(vec![("w".into(), b.clone())], config)?;
+        assert!(external.is_host());
+        for t in 0..3 {
+            normal.step(&grads_for(&a, &g(t))?)?;
+            let step = external.begin_external_step();
+            let grad: Vec<f32> = g(t).iter().map(|&x| x as f32).collect();
+            let mut p: Vec<f32> = b.to_vec1()?;
+            let (m, v) = external.host_moments_mut(&b)?;
+            step.apply(&mut p, &grad, m, v);
+            b.set(&Tensor::new(p, &Device::Cpu)?)?;
+        }
+        assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+        assert_eq!(normal.moments("w")?, external.moments("w")?);
+        assert_eq!(external.steps(), 3);
+        let stranger = Var::new(&[1f32], &Device::Cpu)?;
+        assert!(external.host_moments_mut(&stranger).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn variables_without_gradients_are_untouched() -> Result<()> {
         let a = Var::new(&[1f32, 2.0], &Device::Cpu)?;
         let b = Var::new(&[3f32, 4.0], &Device::Cpu)?;
