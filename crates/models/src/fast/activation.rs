@@ -4,7 +4,7 @@
 use crate::layers::Activation;
 
 /// `act(x)` for one value, with the same f32 operations as the candle layer.
-#[inline]
+#[inline(always)]
 pub fn forward(act: Activation, x: f32) -> f32 {
     match act {
         Activation::Identity => x,
@@ -20,7 +20,7 @@ pub fn forward(act: Activation, x: f32) -> f32 {
 
 /// `d act / dx` at input `x` with output `y = act(x)` (candle's conventions:
 /// relu's derivative is 1 at 0).
-#[inline]
+#[inline(always)]
 pub fn derivative(act: Activation, x: f32, y: f32) -> f32 {
     match act {
         Activation::Identity => 1.0,
@@ -37,6 +37,55 @@ pub fn derivative(act: Activation, x: f32, y: f32) -> f32 {
         }
         Activation::Tanh => 1.0 - y * y,
         Activation::Sigmoid => y * (1.0 - y),
+    }
+}
+
+/// `out[j] = act(x[j])`, one tight loop per activation.
+#[inline(always)]
+pub fn forward_slice(act: Activation, x: &[f32], out: &mut [f32]) {
+    let out = &mut out[..x.len()];
+    match act {
+        Activation::LeakyRelu(slope) => {
+            let (a, b) = (slope as f32, (1.0 - slope) as f32);
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = *v * a + v.max(0.0) * b;
+            }
+        }
+        Activation::Relu => {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = v.max(0.0);
+            }
+        }
+        _ => {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = forward(act, *v);
+            }
+        }
+    }
+}
+
+/// `d[j] *= act'(x[j])` given outputs `y = act(x)`, one tight loop per activation.
+#[inline(always)]
+pub fn backward_slice(act: Activation, d: &mut [f32], x: &[f32], y: &[f32]) {
+    let (x, y) = (&x[..d.len()], &y[..d.len()]);
+    match act {
+        Activation::Identity => {}
+        Activation::LeakyRelu(slope) => {
+            let (a, b) = (slope as f32, (1.0 - slope) as f32);
+            for (g, v) in d.iter_mut().zip(x) {
+                *g *= a + if *v >= 0.0 { b } else { 0.0 };
+            }
+        }
+        Activation::Relu => {
+            for (g, v) in d.iter_mut().zip(x) {
+                *g *= if *v >= 0.0 { 1.0 } else { 0.0 };
+            }
+        }
+        _ => {
+            for j in 0..d.len() {
+                d[j] *= derivative(act, x[j], y[j]);
+            }
+        }
     }
 }
 
@@ -71,13 +120,10 @@ mod tests {
                 Some(g) => g.to_vec1()?,
                 None => upstream.clone(),
             };
-            let got_y: Vec<f32> = xs.iter().map(|&x| forward(act, x)).collect();
-            let got_g: Vec<f32> = xs
-                .iter()
-                .zip(&got_y)
-                .zip(&upstream)
-                .map(|((&x, &y), &u)| u * derivative(act, x, y))
-                .collect();
+            let mut got_y = vec![0f32; xs.len()];
+            forward_slice(act, &xs, &mut got_y);
+            let mut got_g = upstream.clone();
+            backward_slice(act, &mut got_g, &xs, &got_y);
             assert_close(&got_y, &want_y, 1e-5, &format!("{act:?} values"));
             assert_close(&got_g, &want_g, 1e-5, &format!("{act:?} gradients"));
         }

@@ -78,6 +78,7 @@ impl BnStats {
 /// # Safety
 /// No other task may touch columns `c` of `y`, `out` or the statistics.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub unsafe fn forward_columns(
     y: SharedMut<'_>,
     out: SharedMut<'_>,
@@ -167,6 +168,7 @@ fn intersect(a: &Range<usize>, b: &Range<usize>) -> Range<usize> {
 /// # Safety
 /// No other task may touch columns `c` of `d` or of `grads`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub unsafe fn backward_columns(
     d: SharedMut<'_>,
     block: RowBlock,

@@ -65,6 +65,7 @@ impl<'a> SharedMut<'a> {
     /// While the returned slice lives, no other task may access these
     /// elements: column-parallel tasks use only their own column range.
     #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
     pub unsafe fn segment(&self, r: usize, c: &Range<usize>) -> &mut [f32] {
         let start = r * self.cols + c.start;
         assert!(
@@ -91,7 +92,7 @@ impl<'a> SharedMut<'a> {
 }
 
 /// Columns `c` of row `r` of a row-major matrix with `cols` columns.
-#[inline]
+#[inline(always)]
 pub fn segment<'s>(data: &'s [f32], cols: usize, r: usize, c: &Range<usize>) -> &'s [f32] {
     &data[r * cols + c.start..r * cols + c.end]
 }

@@ -11,6 +11,7 @@ use super::activation;
 use super::batch_norm::{self, BnGroup, BnStats, RowBlock};
 use super::columns::{par_columns, par_ranges, segment, SharedMut};
 use super::matmul::{block_width, gemm, MatRef};
+use super::simd::with_avx2;
 use super::storage;
 use crate::layers::{Activation, Layer};
 use crate::nets::stack::Stack;
@@ -230,7 +231,7 @@ pub fn forward(
         let w = MatRef::new(w, k, n);
         par_ranges(n, block_width(n), |c| {
             // SAFETY: this task is the only one touching columns c.
-            unsafe {
+            with_avx2(|| unsafe {
                 gemm(
                     &mut ys.columns(rows, &c),
                     x,
@@ -262,12 +263,10 @@ pub fn forward(
                         }
                     }
                     if act != Activation::Identity {
-                        for (o, v) in hs.segment(r, &c).iter_mut().zip(pre.iter()) {
-                            *o = activation::forward(act, *v);
-                        }
+                        activation::forward_slice(act, pre, hs.segment(r, &c));
                     }
                 }
-            }
+            })
         });
     })?;
 
@@ -349,6 +348,7 @@ pub fn backward_elementwise(
 ///
 /// # Safety
 /// No other task may touch columns `c` of `d` or `grads` meanwhile.
+#[inline(always)]
 pub unsafe fn backward_columns(
     block: &DenseBlock,
     buf: &DenseBuffers,
@@ -364,55 +364,52 @@ pub unsafe fn backward_columns(
     let pre = buf.pre_activation(block);
     let out = buf.output(block);
     let [gb, gg, gbeta] = grads;
-    let mut start = 0;
-    for (i, rb) in blocks.iter().enumerate() {
-        // The stacked rows of this block in d.
-        // SAFETY: rows stay inside d; columns c are this task's.
-        let view = unsafe { ds.offset_rows(start) };
-        for r in 0..rb.rows {
-            let fr = rb.offset + r;
-            // SAFETY: as above.
-            let dr = unsafe { view.segment(r, c) };
-            if act != Activation::Identity {
-                let (p, o) = (segment(pre, n, fr, c), segment(out, n, fr, c));
-                for j in 0..dr.len() {
-                    dr[j] *= activation::derivative(act, p[j], o[j]);
-                }
-            }
-            if has_dropout {
-                for (v, m) in dr.iter_mut().zip(segment(&buf.mask, n, fr, c)) {
-                    *v *= *m;
-                }
-            }
-        }
-        if block.bn.is_some() {
-            let g = (i == 0).then_some((gg, gbeta));
-            // SAFETY: as above.
-            unsafe {
-                batch_norm::backward_columns(
-                    view,
-                    *rb,
-                    &buf.y,
-                    n,
-                    &buf.stats.inv_std,
-                    groups,
-                    &buf.gamma,
-                    g,
-                    c,
-                );
-            }
-        }
-        if i == 0 {
-            // SAFETY: as above.
-            let acc = unsafe { gb.segment(0, c) };
+    with_avx2(|| {
+        let mut start = 0;
+        for (i, rb) in blocks.iter().enumerate() {
+            // The stacked rows of this block in d.
+            // SAFETY: rows stay inside d; columns c are this task's.
+            let view = unsafe { ds.offset_rows(start) };
             for r in 0..rb.rows {
+                let fr = rb.offset + r;
                 // SAFETY: as above.
                 let dr = unsafe { view.segment(r, c) };
-                for (a, v) in acc.iter_mut().zip(dr.iter()) {
-                    *a += *v;
+                activation::backward_slice(act, dr, segment(pre, n, fr, c), segment(out, n, fr, c));
+                if has_dropout {
+                    for (v, m) in dr.iter_mut().zip(segment(&buf.mask, n, fr, c)) {
+                        *v *= *m;
+                    }
                 }
             }
+            if block.bn.is_some() {
+                let g = (i == 0).then_some((gg, gbeta));
+                // SAFETY: as above.
+                unsafe {
+                    batch_norm::backward_columns(
+                        view,
+                        *rb,
+                        &buf.y,
+                        n,
+                        &buf.stats.inv_std,
+                        groups,
+                        &buf.gamma,
+                        g,
+                        c,
+                    );
+                }
+            }
+            if i == 0 {
+                // SAFETY: as above.
+                let acc = unsafe { gb.segment(0, c) };
+                for r in 0..rb.rows {
+                    // SAFETY: as above.
+                    let dr = unsafe { view.segment(r, c) };
+                    for (a, v) in acc.iter_mut().zip(dr.iter()) {
+                        *a += *v;
+                    }
+                }
+            }
+            start += rb.rows;
         }
-        start += rb.rows;
-    }
+    });
 }

@@ -23,6 +23,7 @@ mod dense;
 mod losses;
 mod matmul;
 mod profile;
+mod simd;
 mod step;
 mod storage;
 #[cfg(test)]

@@ -53,6 +53,7 @@ pub struct FastEbgan {
     encoder_len: usize,
     z_dim: usize,
     image_len: usize,
+    image: crate::config::ImageShape,
     strategy: BnStrategy,
     config: EbganConfig,
     buffers: Buffers,
@@ -124,6 +125,7 @@ impl FastEbgan {
             encoder_len,
             z_dim: gen.z_dim(),
             image_len,
+            image: dis.image_shape(),
             strategy: dis.batch_norm(),
             config,
             buffers: Buffers::default(),
@@ -199,14 +201,8 @@ impl FastEbgan {
         rng: &mut Rng,
         optimizers: &mut Optimizers,
     ) -> Result<FastLosses> {
+        crate::nets::check_images(real, self.image, "the real batch")?;
         let n = real.dim(0)?;
-        if real.elem_count() != n * self.image_len {
-            bail!(
-                "the real batch has shape {:?}; D was built for images of {} values",
-                real.dims(),
-                self.image_len
-            );
-        }
         let len = self.image_len;
         let mut profile = std::mem::take(&mut self.profile);
         let mut laps = Laps::start(&mut profile);
