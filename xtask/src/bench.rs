@@ -315,6 +315,18 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let bin = build_child(&a.device)?;
     println!("load average before: {}", loadavg());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load: f64 = loadavg()
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
+    if load > 0.5 * cpus as f64 {
+        println!(
+            "warning: the load average is {load} on {cpus} CPUs: other work is running, so the \
+             timings (PyTorch's most, whose threads wait for each other) will be off; rerun on an \
+             idle machine"
+        );
+    }
     println!(
         "machine: {cpus} CPUs; data: {}",
         mnist

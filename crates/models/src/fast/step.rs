@@ -14,7 +14,7 @@
 //! order as the candle path, so the two paths consume the same random
 //! numbers and their runs and snapshots are interchangeable.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 use kusari_trainer::{Adam, AdamStep, Optimizers, Rng};
 
