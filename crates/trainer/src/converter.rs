@@ -56,7 +56,11 @@ impl Converter<Example> for ConcatExamples {
         let mut labels = Vec::with_capacity(examples.len());
         for e in examples {
             if e.shape != shape {
-                bail!("examples of shapes {:?} and {:?} cannot be batched", shape, e.shape);
+                bail!(
+                    "examples of shapes {:?} and {:?} cannot be batched",
+                    shape,
+                    e.shape
+                );
             }
             values.extend_from_slice(&e.values);
             if let Some(l) = e.label {
@@ -82,10 +86,17 @@ mod tests {
 
     #[test]
     fn concat_stacks_values_and_labels() -> Result<()> {
-        let ds = ArrayDataset::new((0..6).map(|v| v as f32).collect(), &[2], Some(vec![5, 6, 7]))?;
+        let ds = ArrayDataset::new(
+            (0..6).map(|v| v as f32).collect(),
+            &[2],
+            Some(vec![5, 6, 7]),
+        )?;
         let ex = vec![ds.get(2)?, ds.get(0)?];
         let b = ConcatExamples.convert(&ex, &Device::Cpu)?;
-        assert_eq!(b.values.to_vec2::<f32>()?, vec![vec![4.0, 5.0], vec![0.0, 1.0]]);
+        assert_eq!(
+            b.values.to_vec2::<f32>()?,
+            vec![vec![4.0, 5.0], vec![0.0, 1.0]]
+        );
         assert_eq!(b.labels.unwrap().to_vec1::<u32>()?, vec![7, 5]);
         assert!(ConcatExamples.convert(&[], &Device::Cpu).is_err());
         Ok(())

@@ -51,7 +51,11 @@ pub struct ArrayDataset {
 impl ArrayDataset {
     /// `values` holds `n` examples of `example_shape` back to back; `labels`, if
     /// given, holds one label per example.
-    pub fn new(values: Vec<f32>, example_shape: &[usize], labels: Option<Vec<u32>>) -> Result<Self> {
+    pub fn new(
+        values: Vec<f32>,
+        example_shape: &[usize],
+        labels: Option<Vec<u32>>,
+    ) -> Result<Self> {
         let example_len: usize = example_shape.iter().product();
         if example_len == 0 {
             bail!("an example shape must have no zero dimension, got {example_shape:?}");
@@ -115,7 +119,10 @@ impl Dataset for ArrayDataset {
 
     fn get(&self, index: usize) -> Result<Example> {
         if index >= self.len() {
-            bail!("index {index} is out of range for a dataset of {} examples", self.len());
+            bail!(
+                "index {index} is out of range for a dataset of {} examples",
+                self.len()
+            );
         }
         Ok(Example {
             values: self.values_of(index).to_vec(),
@@ -131,7 +138,11 @@ mod tests {
 
     #[test]
     fn array_dataset_indexes_examples() -> Result<()> {
-        let ds = ArrayDataset::new((0..12).map(|v| v as f32).collect(), &[2, 2], Some(vec![0, 1, 2]))?;
+        let ds = ArrayDataset::new(
+            (0..12).map(|v| v as f32).collect(),
+            &[2, 2],
+            Some(vec![0, 1, 2]),
+        )?;
         assert_eq!(ds.len(), 3);
         let e = ds.get(1)?;
         assert_eq!(e.values, vec![4.0, 5.0, 6.0, 7.0]);

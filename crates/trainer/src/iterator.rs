@@ -314,7 +314,13 @@ mod tests {
     fn fill_policy_completes_batches_from_the_next_epoch() -> Result<()> {
         let mut it = SerialIterator::new(Arc::new(Range(1000)), 300, false, 0)?;
         let d = details(&mut it, 5);
-        let expected = [(300, 0.3, false, 0), (300, 0.6, false, 0), (300, 0.9, false, 0), (300, 1.2, true, 1), (300, 1.5, false, 1)];
+        let expected = [
+            (300, 0.3, false, 0),
+            (300, 0.6, false, 0),
+            (300, 0.9, false, 0),
+            (300, 1.2, true, 1),
+            (300, 1.5, false, 1),
+        ];
         for (got, want) in d.iter().zip(expected) {
             assert_eq!((got.0, got.2, got.3), (want.0, want.2, want.3));
             assert!(close(got.1, want.1), "{got:?} vs {want:?}");
@@ -334,31 +340,56 @@ mod tests {
     #[test]
     fn partial_and_drop_policies() -> Result<()> {
         let ds = Arc::new(Range(1000));
-        let mut it = SerialIterator::with_options(ds.clone(), 300, true, false, LastBatch::Partial, 0)?;
+        let mut it =
+            SerialIterator::with_options(ds.clone(), 300, true, false, LastBatch::Partial, 0)?;
         let d = details(&mut it, 5);
-        assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), vec![300, 300, 300, 100, 300]);
-        assert_eq!(d.iter().map(|x| x.2).collect::<Vec<_>>(), vec![false, false, false, true, false]);
+        assert_eq!(
+            d.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![300, 300, 300, 100, 300]
+        );
+        assert_eq!(
+            d.iter().map(|x| x.2).collect::<Vec<_>>(),
+            vec![false, false, false, true, false]
+        );
         assert!(close(d[3].1, 1.0) && close(d[4].1, 1.3));
 
-        let mut it = SerialIterator::with_options(ds.clone(), 300, true, false, LastBatch::Drop, 0)?;
+        let mut it =
+            SerialIterator::with_options(ds.clone(), 300, true, false, LastBatch::Drop, 0)?;
         let d = details(&mut it, 4);
-        assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), vec![300, 300, 300, 300]);
-        assert_eq!(d.iter().map(|x| x.2).collect::<Vec<_>>(), vec![false, false, true, false]);
+        assert_eq!(
+            d.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![300, 300, 300, 300]
+        );
+        assert_eq!(
+            d.iter().map(|x| x.2).collect::<Vec<_>>(),
+            vec![false, false, true, false]
+        );
         assert!(close(d[2].1, 1.0) && close(d[3].1, 1.3));
 
-        let mut once = SerialIterator::with_options(ds.clone(), 300, false, false, LastBatch::Partial, 0)?;
-        let sizes: Vec<usize> = std::iter::from_fn(|| once.next_indices().map(|b| b.len())).collect();
+        let mut once =
+            SerialIterator::with_options(ds.clone(), 300, false, false, LastBatch::Partial, 0)?;
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| once.next_indices().map(|b| b.len())).collect();
         assert_eq!(sizes, vec![300, 300, 300, 100]);
-        assert!(SerialIterator::with_options(ds.clone(), 300, false, false, LastBatch::Fill, 0).is_err());
+        assert!(
+            SerialIterator::with_options(ds.clone(), 300, false, false, LastBatch::Fill, 0)
+                .is_err()
+        );
         Ok(())
     }
 
     #[test]
     fn bad_sizes_are_errors() {
         let ds = Arc::new(Range(10));
-        let err = SerialIterator::new(ds.clone(), 0, true, 0).err().unwrap().to_string();
+        let err = SerialIterator::new(ds.clone(), 0, true, 0)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("at least 1"), "{err}");
-        let err = SerialIterator::new(ds, 11, true, 0).err().unwrap().to_string();
+        let err = SerialIterator::new(ds, 11, true, 0)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("larger than the dataset"), "{err}");
         assert!(SerialIterator::new(Arc::new(Range(0)), 1, true, 0).is_err());
     }

@@ -71,7 +71,13 @@ impl ParamStore {
             bail!("a variable named `{full}` is already registered");
         }
         let var = Var::from_tensor(&init)?;
-        entries.insert(full, Entry { var: var.clone(), kind });
+        entries.insert(
+            full,
+            Entry {
+                var: var.clone(),
+                kind,
+            },
+        );
         Ok(var)
     }
 
@@ -104,7 +110,9 @@ impl ParamStore {
 
     /// The variable registered under `name` (relative to this view).
     pub fn get(&self, name: &str) -> Option<Var> {
-        self.lock().get(&self.full_name(name)).map(|e| e.var.clone())
+        self.lock()
+            .get(&self.full_name(name))
+            .map(|e| e.var.clone())
     }
 
     /// Number of trainable scalars.
@@ -160,14 +168,29 @@ mod tests {
     fn prefixes_kinds_and_sharing() -> Result<()> {
         let store = ParamStore::new();
         let l0 = store.sub("l0");
-        let w = l0.parameter("weight", Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu)?)?;
-        l0.buffer("mean", Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu)?)?;
-        assert!(l0.parameter("weight", Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu)?).is_err());
+        let w = l0.parameter(
+            "weight",
+            Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu)?,
+        )?;
+        l0.buffer(
+            "mean",
+            Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu)?,
+        )?;
+        assert!(l0
+            .parameter(
+                "weight",
+                Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu)?
+            )
+            .is_err());
         let names: Vec<String> = store.parameters().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["l0/weight"]);
         assert_eq!(store.all().len(), 2);
         assert_eq!(store.parameter_count(), 6);
-        w.set(&Tensor::ones((2, 3), candle_core::DType::F32, &Device::Cpu)?)?;
+        w.set(&Tensor::ones(
+            (2, 3),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )?)?;
         let seen = store.get("l0/weight").unwrap();
         assert_eq!(seen.sum_all()?.to_scalar::<f32>()?, 6.0);
         Ok(())
@@ -185,11 +208,17 @@ mod tests {
 
         let c = ParamStore::new();
         c.parameter("w", Tensor::new(&[0f32, 0.0, 0.0], &dev)?)?;
-        let err = c.load_state(&a.state(), "snapshot").unwrap_err().to_string();
+        let err = c
+            .load_state(&a.state(), "snapshot")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shape [2]") && err.contains("[3]"), "{err}");
         let d = ParamStore::new();
         d.parameter("v", Tensor::new(&[0f32, 0.0], &dev)?)?;
-        let err = d.load_state(&a.state(), "snapshot").unwrap_err().to_string();
+        let err = d
+            .load_state(&a.state(), "snapshot")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lacks `v`"), "{err}");
         Ok(())
     }

@@ -88,7 +88,8 @@ impl State {
             self.tensors.insert(format!("{prefix}/{k}"), t);
         }
         if !child.json.is_empty() {
-            self.json.insert(prefix.to_string(), Value::Object(child.json));
+            self.json
+                .insert(prefix.to_string(), Value::Object(child.json));
         }
     }
 
@@ -203,12 +204,18 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("snap");
         let mut s = State::new();
-        s.put_tensor("a/b", &Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?);
+        s.put_tensor(
+            "a/b",
+            &Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?,
+        );
         s.put_tensor("idx", &Tensor::new(&[7u32], &Device::Cpu)?);
         s.put("meta", &serde_json::json!({"x": 1}))?;
         s.save(&path)?;
         let back = State::load(&path, &Device::Cpu)?;
-        assert_eq!(back.tensor("a/b")?.to_vec2::<f32>()?, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        assert_eq!(
+            back.tensor("a/b")?.to_vec2::<f32>()?,
+            vec![vec![1.0, 2.0], vec![3.0, 4.0]]
+        );
         assert_eq!(back.tensor("idx")?.to_vec1::<u32>()?, vec![7]);
         assert_eq!(back.get::<Value>("meta")?["x"], 1);
 

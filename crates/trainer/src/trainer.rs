@@ -69,7 +69,7 @@ impl ExtendHandle<'_> {
 fn unique_name(name: &str, taken: &[String]) -> String {
     let mut candidate = name.to_string();
     let mut ordinal = 0;
-    while taken.iter().any(|t| *t == candidate) {
+    while taken.contains(&candidate) {
         ordinal += 1;
         candidate = format!("{name}_{ordinal}");
     }
@@ -80,7 +80,11 @@ fn unique_name(name: &str, taken: &[String]) -> String {
 pub const SNAPSHOT_FORMAT: &str = "kusari-snapshot";
 pub const SNAPSHOT_VERSION: u32 = 1;
 
-fn status_of<'a>(updater: &dyn Updater, elapsed: Duration, observation: &'a Observation) -> Status<'a> {
+fn status_of<'a>(
+    updater: &dyn Updater,
+    elapsed: Duration,
+    observation: &'a Observation,
+) -> Status<'a> {
     Status {
         iteration: updater.iteration(),
         epoch: updater.epoch(),
@@ -238,7 +242,8 @@ impl<U: Updater + 'static> Trainer<U> {
                 }
             }
         }
-        self.elapsed_before = Duration::from_secs_f64(state.get::<f64>("elapsed_seconds")?.max(0.0));
+        self.elapsed_before =
+            Duration::from_secs_f64(state.get::<f64>("elapsed_seconds")?.max(0.0));
         Ok(())
     }
 
@@ -262,7 +267,10 @@ impl<U: Updater + 'static> Trainer<U> {
     ) -> Result<R> {
         let elapsed = self.elapsed();
         let Some(mut extension) = self.entries[index].extension.take() else {
-            bail!("extension `{}` is already running", self.entries[index].name);
+            bail!(
+                "extension `{}` is already running",
+                self.entries[index].name
+            );
         };
         let Self {
             updater,
@@ -273,9 +281,8 @@ impl<U: Updater + 'static> Trainer<U> {
             metadata,
             ..
         } = self;
-        let mut state_source = |u: &dyn Updater| {
-            collect_state(u, &mut **stop_trigger, entries, elapsed, metadata)
-        };
+        let mut state_source =
+            |u: &dyn Updater| collect_state(u, &mut **stop_trigger, entries, elapsed, metadata);
         let mut ctx = Context {
             updater,
             out,
@@ -313,7 +320,10 @@ impl<U: Updater + 'static> Trainer<U> {
         if let Err(error) = &result {
             for i in 0..self.entries.len() {
                 if let Err(e) = self.with_extension(i, |ext, ctx| ext.on_error(ctx, error)) {
-                    tracing::error!("extension `{}` failed while handling an error: {e:#}", self.entries[i].name);
+                    tracing::error!(
+                        "extension `{}` failed while handling an error: {e:#}",
+                        self.entries[i].name
+                    );
                 }
             }
         }
@@ -353,7 +363,10 @@ impl<U: Updater + 'static> Trainer<U> {
                 return Ok(Ending::Completed);
             }
             if self.stop_requested() {
-                tracing::info!("stopping at iteration {} as requested", self.updater.iteration());
+                tracing::info!(
+                    "stopping at iteration {} as requested",
+                    self.updater.iteration()
+                );
                 return Ok(Ending::Interrupted);
             }
             self.observation.clear();
@@ -362,10 +375,9 @@ impl<U: Updater + 'static> Trainer<U> {
                 self.updater.update()?;
                 for i in 0..self.entries.len() {
                     let status = status_of(&self.updater, self.elapsed(), &self.observation);
-                    let fire = self.entries[i]
-                        .trigger
-                        .check(&status)
-                        .with_context(|| format!("checking the trigger of `{}`", self.entries[i].name))?;
+                    let fire = self.entries[i].trigger.check(&status).with_context(|| {
+                        format!("checking the trigger of `{}`", self.entries[i].name)
+                    })?;
                     if fire {
                         let name = self.entries[i].name.clone();
                         self.with_extension(i, |ext, ctx| ext.call(ctx))

@@ -66,7 +66,10 @@ impl Adam {
             .into_iter()
             .map(|(name, var)| {
                 if var.dtype() != DType::F32 {
-                    bail!("Adam supports f32 parameters; `{name}` is {:?}", var.dtype());
+                    bail!(
+                        "Adam supports f32 parameters; `{name}` is {:?}",
+                        var.dtype()
+                    );
                 }
                 let moments = match var.device() {
                     Device::Cpu => Moments::Host {
@@ -271,10 +274,7 @@ impl Adam {
             .with_context(|| format!("Adam has no variable `{name}`"))?;
         Ok(match &slot.moments {
             Moments::Host { m, v } => (m.clone(), v.clone()),
-            Moments::Device { m, v } => (
-                m.flatten_all()?.to_vec1()?,
-                v.flatten_all()?.to_vec1()?,
-            ),
+            Moments::Device { m, v } => (m.flatten_all()?.to_vec1()?, v.flatten_all()?.to_vec1()?),
         })
     }
 }
@@ -302,7 +302,10 @@ mod tests {
 
     fn grads_for(var: &Var, g: &[f64]) -> Result<GradStore> {
         // loss = sum(var * g) has gradient g with respect to var.
-        let gt = Tensor::new(g.iter().map(|&x| x as f32).collect::<Vec<_>>(), &Device::Cpu)?;
+        let gt = Tensor::new(
+            g.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+            &Device::Cpu,
+        )?;
         Ok((var.as_tensor() * gt)?.sum_all()?.backward()?)
     }
 
@@ -311,10 +314,22 @@ mod tests {
         let n = 40_000; // several chunks, so the threaded split is exercised
         let p0: Vec<f64> = (0..n).map(|i| ((i % 17) as f64 - 8.0) * 0.1).collect();
         let grads: Vec<Vec<f64>> = (0..3)
-            .map(|t| (0..n).map(|i| ((i * 7 + t * 3) % 11) as f64 * 0.05 - 0.25).collect())
+            .map(|t| {
+                (0..n)
+                    .map(|i| ((i * 7 + t * 3) % 11) as f64 * 0.05 - 0.25)
+                    .collect()
+            })
             .collect();
-        let config = AdamConfig { lr: 1e-2, beta1: 0.5, beta2: 0.999, eps: 1e-8 };
-        let var = Var::new(p0.iter().map(|&x| x as f32).collect::<Vec<_>>(), &Device::Cpu)?;
+        let config = AdamConfig {
+            lr: 1e-2,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        let var = Var::new(
+            p0.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+            &Device::Cpu,
+        )?;
         let mut adam = Adam::new(vec![("p".into(), var.clone())], config)?;
         for g in &grads {
             adam.step(&grads_for(&var, g)?)?;
@@ -322,7 +337,10 @@ mod tests {
         let want = reference(&p0, &grads, config);
         let got: Vec<f32> = var.to_vec1()?;
         for (g, w) in got.iter().zip(&want) {
-            assert!((*g as f64 - w).abs() <= 1e-5 * w.abs().max(1e-2), "{g} vs {w}");
+            assert!(
+                (*g as f64 - w).abs() <= 1e-5 * w.abs().max(1e-2),
+                "{g} vs {w}"
+            );
         }
         assert_eq!(adam.steps(), 3);
         Ok(())
@@ -330,7 +348,11 @@ mod tests {
 
     #[test]
     fn save_load_then_step_equals_uninterrupted() -> Result<()> {
-        let config = AdamConfig { lr: 1e-3, beta1: 0.5, ..Default::default() };
+        let config = AdamConfig {
+            lr: 1e-3,
+            beta1: 0.5,
+            ..Default::default()
+        };
         let init: Vec<f32> = (0..100).map(|i| i as f32 * 0.01).collect();
         let g = |t: usize| -> Vec<f64> { (0..100).map(|i| ((i + t) % 5) as f64 - 2.0).collect() };
 
@@ -364,7 +386,10 @@ mod tests {
     fn variables_without_gradients_are_untouched() -> Result<()> {
         let a = Var::new(&[1f32, 2.0], &Device::Cpu)?;
         let b = Var::new(&[3f32, 4.0], &Device::Cpu)?;
-        let mut opt = Adam::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], AdamConfig::default())?;
+        let mut opt = Adam::new(
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+            AdamConfig::default(),
+        )?;
         let grads = a.as_tensor().sum_all()?.backward()?;
         opt.step(&grads)?;
         assert_eq!(b.to_vec1::<f32>()?, vec![3.0, 4.0]);

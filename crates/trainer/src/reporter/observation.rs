@@ -17,7 +17,11 @@ impl Value {
         match self {
             Value::Scalar(x) => Ok(*x),
             Value::Tensor(t) => {
-                let t = if t.rank() == 0 { t.clone() } else { t.mean_all()? };
+                let t = if t.rank() == 0 {
+                    t.clone()
+                } else {
+                    t.mean_all()?
+                };
                 Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
             }
         }

@@ -65,7 +65,11 @@ impl Summary {
             .pending
             .iter()
             .map(|t| {
-                let t = if t.rank() == 0 { t.clone() } else { t.mean_all()? };
+                let t = if t.rank() == 0 {
+                    t.clone()
+                } else {
+                    t.mean_all()?
+                };
                 t.to_dtype(DType::F64)?.reshape(1)
             })
             .collect::<candle_core::Result<_>>()?;
@@ -140,7 +144,10 @@ impl DictSummary {
     }
 
     pub fn add_value(&mut self, key: &str, value: &Value) -> Result<()> {
-        self.summaries.entry(key.to_string()).or_default().add(value)
+        self.summaries
+            .entry(key.to_string())
+            .or_default()
+            .add(value)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -15,7 +15,10 @@ fn check_all(triggers: &mut [Box<dyn Trigger>], status: &Status<'_>) -> Result<V
 
 fn states(triggers: &mut [Box<dyn Trigger>]) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Array(
-        triggers.iter_mut().map(|t| t.state()).collect::<Result<_>>()?,
+        triggers
+            .iter_mut()
+            .map(|t| t.state())
+            .collect::<Result<_>>()?,
     ))
 }
 

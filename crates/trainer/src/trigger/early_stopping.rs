@@ -30,7 +30,12 @@ struct Saved {
 }
 
 impl EarlyStoppingTrigger {
-    pub fn new(monitor: impl Into<String>, mode: Mode, patience: u32, check_interval: IntervalTrigger) -> Self {
+    pub fn new(
+        monitor: impl Into<String>,
+        mode: Mode,
+        patience: u32,
+        check_interval: IntervalTrigger,
+    ) -> Self {
         Self {
             monitor: monitor.into(),
             mode,
@@ -136,8 +141,12 @@ mod tests {
 
     #[test]
     fn max_length_stops_regardless() {
-        let mut t = EarlyStoppingTrigger::new("val", Mode::Max, 100, IntervalTrigger::iterations(1))
-            .with_max_length(IntervalTrigger::iterations(4));
-        assert_eq!(fire_points(&mut t, 1000, 10, 4, &|it| Some(it as f64)), vec![4]);
+        let mut t =
+            EarlyStoppingTrigger::new("val", Mode::Max, 100, IntervalTrigger::iterations(1))
+                .with_max_length(IntervalTrigger::iterations(4));
+        assert_eq!(
+            fire_points(&mut t, 1000, 10, 4, &|it| Some(it as f64)),
+            vec![4]
+        );
     }
 }

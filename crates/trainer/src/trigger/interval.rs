@@ -104,9 +104,15 @@ mod tests {
     fn every_epoch_fires_where_the_epoch_rolls_over() {
         // 1000 examples, batch 300: epoch_detail 0.3 0.6 0.9 1.2 1.5 1.8 2.1 ...
         let mut t = IntervalTrigger::epochs(1.0);
-        assert_eq!(fire_points(&mut t, 1000, 300, 10, &|_| None), vec![4, 7, 10]);
+        assert_eq!(
+            fire_points(&mut t, 1000, 300, 10, &|_| None),
+            vec![4, 7, 10]
+        );
         let mut half = IntervalTrigger::epochs(0.5);
-        assert_eq!(fire_points(&mut half, 1000, 300, 7, &|_| None), vec![2, 4, 5, 7]);
+        assert_eq!(
+            fire_points(&mut half, 1000, 300, 7, &|_| None),
+            vec![2, 4, 5, 7]
+        );
     }
 
     #[test]
@@ -127,7 +133,9 @@ mod tests {
         }
         let mut b = IntervalTrigger::iterations(3);
         b.load_state(&a.state()?)?;
-        let fired: Vec<u64> = (5..=9).filter(|&it| b.check(&status(it)).unwrap()).collect();
+        let fired: Vec<u64> = (5..=9)
+            .filter(|&it| b.check(&status(it)).unwrap())
+            .collect();
         assert_eq!(fired, vec![6, 9]);
         assert!(IntervalTrigger::checked(0.0, Unit::Epoch).is_err());
         Ok(())

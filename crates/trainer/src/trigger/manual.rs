@@ -37,7 +37,11 @@ impl Trigger for ManualScheduleTrigger {
             Unit::Iteration => (self.previous_iteration as f64, status.iteration as f64),
         };
         let fire = self.points.iter().any(|&p| previous < p && p <= current);
-        let last = self.points.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let last = self
+            .points
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         if fire && current >= last {
             self.finished = true;
         }

@@ -38,7 +38,10 @@ impl Trigger for OnceTrigger {
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        let finished = state.get("finished").and_then(|v| v.as_bool()).unwrap_or(false);
+        let finished = state
+            .get("finished")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         self.finished = finished && !self.call_on_resume;
         Ok(())
     }

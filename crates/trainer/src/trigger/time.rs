@@ -13,7 +13,10 @@ pub struct TimeTrigger {
 
 impl TimeTrigger {
     pub fn new(period: Duration) -> Self {
-        Self { period, next: period }
+        Self {
+            period,
+            next: period,
+        }
     }
 
     pub fn period(&self) -> Duration {

@@ -82,7 +82,10 @@ impl Models {
 
     pub fn load_state(&self, state: &State) -> Result<()> {
         for (name, params) in &self.map {
-            params.load_state(&state.child(name), &format!("the snapshot's model `{name}`"))?;
+            params.load_state(
+                &state.child(name),
+                &format!("the snapshot's model `{name}`"),
+            )?;
         }
         Ok(())
     }

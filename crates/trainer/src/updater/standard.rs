@@ -88,7 +88,11 @@ where
     }
 
     /// Registers an optimizer the core can step by name.
-    pub fn with_optimizer(mut self, name: &str, optimizer: impl crate::optim::Optimizer + 'static) -> Self {
+    pub fn with_optimizer(
+        mut self,
+        name: &str,
+        optimizer: impl crate::optim::Optimizer + 'static,
+    ) -> Self {
         self.optimizers.insert(name, optimizer);
         self
     }
