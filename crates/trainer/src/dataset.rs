@@ -56,6 +56,16 @@ impl ArrayDataset {
         example_shape: &[usize],
         labels: Option<Vec<u32>>,
     ) -> Result<Self> {
+        Self::from_shared(values.into(), example_shape, labels)
+    }
+
+    /// [`ArrayDataset::new`] for values already in an `Arc`, which saves
+    /// copying large datasets (a `Vec` → `Arc<[f32]>` conversion copies).
+    pub fn from_shared(
+        values: Arc<[f32]>,
+        example_shape: &[usize],
+        labels: Option<Vec<u32>>,
+    ) -> Result<Self> {
         let example_len: usize = example_shape.iter().product();
         if example_len == 0 {
             bail!("an example shape must have no zero dimension, got {example_shape:?}");
@@ -73,7 +83,7 @@ impl ArrayDataset {
             }
         }
         Ok(Self {
-            values: values.into(),
+            values,
             shape: example_shape.into(),
             labels: labels.map(Into::into),
             example_len,

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::reporter::Observation;
 use crate::state::State;
-use crate::trigger::{IntervalTrigger, Status, Trigger};
+use crate::trigger::{IntervalTrigger, Status, TrainingLength, Trigger};
 use crate::updater::Updater;
 
 /// Order among the extensions firing on the same iteration: higher first.
@@ -85,8 +85,13 @@ pub struct Context<'a> {
     pub(crate) out: &'a Path,
     pub(crate) observation: &'a Observation,
     pub(crate) elapsed: Duration,
-    pub(crate) state_source: &'a mut dyn FnMut(&dyn Updater) -> Result<State>,
+    pub(crate) name: &'a str,
+    pub(crate) training_length: Option<TrainingLength>,
+    pub(crate) state_source: &'a mut StateSource<'a>,
 }
+
+/// Collects the trainer's state, with the running extension's own state if given.
+pub(crate) type StateSource<'a> = dyn FnMut(&dyn Updater, Option<State>) -> Result<State> + 'a;
 
 impl<'a> Context<'a> {
     /// The run's position and this iteration's observation.
@@ -127,6 +132,28 @@ impl<'a> Context<'a> {
         self.observation
     }
 
+    /// The name the running extension is registered under (unique in the trainer).
+    pub fn extension_name(&self) -> &str {
+        self.name
+    }
+
+    /// The planned length of the run, as the stop trigger states it.
+    pub fn training_length(&self) -> Option<TrainingLength> {
+        self.training_length
+    }
+
+    /// The planned length of the run in iterations, when the stop trigger
+    /// states one and (for epochs) the updater knows the epoch's size.
+    pub fn planned_iterations(&self) -> Option<f64> {
+        let length = self.training_length?;
+        match length.unit {
+            crate::trigger::Unit::Iteration => Some(length.period),
+            crate::trigger::Unit::Epoch => {
+                Some(length.period * self.updater.iterations_per_epoch()?)
+            }
+        }
+    }
+
     pub fn updater(&self) -> &dyn Updater {
         &*self.updater
     }
@@ -136,10 +163,16 @@ impl<'a> Context<'a> {
     }
 
     /// The state of the whole trainer — updater, triggers, and every other
-    /// extension — as a snapshot stores it. The calling extension adds its
-    /// own state if it has one.
+    /// extension — as a snapshot stores it, without the calling extension's
+    /// own state (see [`Context::trainer_state_with`]).
     pub fn trainer_state(&mut self) -> Result<State> {
-        (self.state_source)(&*self.updater)
+        (self.state_source)(&*self.updater, None)
+    }
+
+    /// Like [`Context::trainer_state`], with `own` stored as the calling
+    /// extension's state, where `Trainer::load_state` gives it back.
+    pub fn trainer_state_with(&mut self, own: State) -> Result<State> {
+        (self.state_source)(&*self.updater, Some(own))
     }
 }
 

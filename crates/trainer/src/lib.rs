@@ -52,6 +52,7 @@
 
 pub mod converter;
 pub mod dataset;
+pub mod datasets;
 pub mod extension;
 pub mod extensions;
 pub mod fsutil;

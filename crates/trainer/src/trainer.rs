@@ -102,6 +102,7 @@ fn collect_state(
     entries: &mut [Entry],
     elapsed: Duration,
     metadata: &serde_json::Map<String, serde_json::Value>,
+    running: Option<(&str, State)>,
 ) -> Result<State> {
     let mut state = State::new();
     state.put("format", SNAPSHOT_FORMAT)?;
@@ -118,6 +119,9 @@ fn collect_state(
         if let Some(ext) = entry.extension.as_mut() {
             extensions.nest(&entry.name, ext.state()?);
         }
+    }
+    if let Some((name, own)) = running {
+        extensions.nest(name, own);
     }
     state.put("triggers", &triggers)?;
     state.nest("extensions", extensions);
@@ -205,6 +209,7 @@ impl<U: Updater + 'static> Trainer<U> {
             &mut self.entries,
             elapsed,
             &self.metadata,
+            None,
         )
     }
 
@@ -266,6 +271,8 @@ impl<U: Updater + 'static> Trainer<U> {
         f: impl FnOnce(&mut dyn Extension, &mut Context<'_>) -> Result<R>,
     ) -> Result<R> {
         let elapsed = self.elapsed();
+        let training_length = self.stop_trigger.training_length();
+        let name = self.entries[index].name.clone();
         let Some(mut extension) = self.entries[index].extension.take() else {
             bail!(
                 "extension `{}` is already running",
@@ -281,13 +288,17 @@ impl<U: Updater + 'static> Trainer<U> {
             metadata,
             ..
         } = self;
-        let mut state_source =
-            |u: &dyn Updater| collect_state(u, &mut **stop_trigger, entries, elapsed, metadata);
+        let mut state_source = |u: &dyn Updater, own: Option<State>| {
+            let running = own.map(|own| (name.as_str(), own));
+            collect_state(u, &mut **stop_trigger, entries, elapsed, metadata, running)
+        };
         let mut ctx = Context {
             updater,
             out,
             observation,
             elapsed,
+            name: &name,
+            training_length,
             state_source: &mut state_source,
         };
         let result = f(extension.as_mut(), &mut ctx);

@@ -1,0 +1,305 @@
+//! The fully resolved configuration of a training run: preset defaults, then
+//! the flags given, then (on `--resume`) the snapshot's own configuration.
+//! It is written to `OUT/args.json` and stored in every snapshot, so a run can
+//! always be reproduced, resumed and sampled from.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use kusari_models::{
+    Arch, BnStrategy, Config, EbganConfig, ImageShape, ModelConfig, Objective, OutputActivation,
+    PtVariant,
+};
+use kusari_trainer::datasets::PixelRange;
+use serde::{Deserialize, Serialize};
+
+use crate::args::{DatasetKind, ModelKind, Preset, TrainArgs};
+
+/// Where the training images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// The folder given with --data-dir (MNIST otherwise resolves $MNIST_DIR, then data/mnist).
+    pub data_dir: Option<PathBuf>,
+    /// Square side of folder images (MNIST is 28).
+    pub image_size: u32,
+    /// How pixel bytes map to values; follows G's output activation.
+    pub pixel_range: PixelRange,
+}
+
+/// How long to train.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Length {
+    pub epochs: Option<f64>,
+    pub iterations: Option<u64>,
+    pub time_limit_seconds: Option<f64>,
+}
+
+/// Everything a training run was asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub kind: ModelKind,
+    pub preset: Preset,
+    /// Nets, objective, optimizers, batch size (kusari-models' configuration).
+    pub model: Config,
+    pub data: DataConfig,
+    pub seed: u64,
+    pub length: Length,
+    pub snapshot_every_epochs: f64,
+    pub keep_snapshots: usize,
+    pub log_every_epochs: f64,
+    pub eval_every_epochs: f64,
+    pub eval_samples: usize,
+}
+
+/// The key under which snapshots store the run configuration.
+pub const SNAPSHOT_KEY: &str = "run_config";
+
+impl RunConfig {
+    /// The preset's configuration for `kind`, before any flag.
+    pub fn preset(kind: ModelKind, preset: Preset, arch: Arch, data: &DataConfig) -> Self {
+        let image = match data.dataset {
+            DatasetKind::Mnist => ImageShape::MNIST,
+            DatasetKind::Folder => ImageShape {
+                channels: 3,
+                height: data.image_size as usize,
+                width: data.image_size as usize,
+            },
+        };
+        let mut model = Config::default();
+        model.model = match arch {
+            Arch::Mlp => ModelConfig { image, ..ModelConfig::default() },
+            Arch::Conv => ModelConfig::conv(image),
+        };
+        model.objective = match kind {
+            ModelKind::Gan => Objective::Gan,
+            ModelKind::Ebgan => Objective::Ebgan(EbganConfig::default()),
+        };
+        let mut length = Length { epochs: Some(500.0), iterations: None, time_limit_seconds: None };
+        if preset == Preset::Fast {
+            crate::presets::apply_fast(&mut model, arch);
+            length = Length { epochs: None, iterations: None, time_limit_seconds: Some(600.0) };
+        }
+        Self {
+            kind,
+            preset,
+            model,
+            data: data.clone(),
+            seed: 0,
+            length,
+            snapshot_every_epochs: 1.0,
+            keep_snapshots: 3,
+            log_every_epochs: 1.0,
+            eval_every_epochs: 0.0,
+            eval_samples: 10_000,
+        }
+    }
+
+    /// The image shape the nets see.
+    pub fn image(&self) -> ImageShape {
+        self.model.model.image
+    }
+
+    /// Checks the whole configuration, naming the flag to fix.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        if let Some(e) = self.length.epochs {
+            if !(e.is_finite() && e > 0.0) {
+                bail!("--epochs must be a positive number, got {e}");
+            }
+        }
+        if self.length.iterations == Some(0) {
+            bail!("--iterations must be at least 1");
+        }
+        if self.length.epochs.is_none() && self.length.iterations.is_none() && self.length.time_limit_seconds.is_none() {
+            bail!("say how long to train: --epochs, --iterations or --time-limit");
+        }
+        for (flag, v) in [("--snapshot-every", self.snapshot_every_epochs), ("--log-every", self.log_every_epochs)] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{flag} must be a positive number of epochs, got {v}");
+            }
+        }
+        if !(self.eval_every_epochs.is_finite() && self.eval_every_epochs >= 0.0) {
+            bail!("--eval-every must be 0 (off) or a positive number of epochs");
+        }
+        if self.keep_snapshots == 0 {
+            bail!("--keep-snapshots must be at least 1");
+        }
+        if self.eval_every_epochs > 0.0 && self.data.dataset != DatasetKind::Mnist {
+            bail!("--eval-every judges MNIST samples; it needs --dataset mnist");
+        }
+        if self.eval_every_epochs > 0.0 && self.eval_samples < 2 {
+            bail!("--eval-samples must be at least 2");
+        }
+        if self.data.dataset == DatasetKind::Folder && self.data.data_dir.is_none() {
+            bail!("--dataset folder needs --data-dir pointing at your images");
+        }
+        Ok(())
+    }
+}
+
+fn parse_choice<T: for<'de> Deserialize<'de>>(flag: &str, value: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .with_context(|| format!("{flag} does not accept `{value}`"))
+}
+
+/// The pixel range that suits G's output activation: sigmoid outputs (0, 1),
+/// the others are trained against [−1, 1] as the seed did.
+pub fn pixel_range_for(output: OutputActivation) -> PixelRange {
+    match output {
+        OutputActivation::Sigmoid => PixelRange::ZeroOne,
+        OutputActivation::Identity | OutputActivation::Tanh => PixelRange::MinusOneOne,
+    }
+}
+
+/// Flags that change what is trained; a resumed run must keep them.
+struct ModelOverrides {
+    changed: Vec<(&'static str, String)>,
+}
+
+/// Applies the flags of `args` to `config`. With `resuming`, flags that would
+/// change the model, the data or the seed are errors unless they repeat the
+/// snapshot's value.
+pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> Result<()> {
+    let before = config.clone();
+    let mut fixed = ModelOverrides { changed: vec![] };
+    let model = &mut config.model;
+
+    if let Some(arch) = &args.arch {
+        let arch: Arch = parse_choice("--arch", arch)?;
+        if arch != model.model.arch {
+            fixed.changed.push(("--arch", format!("{arch:?}")));
+        }
+    }
+    if let Some(v) = args.z_dim {
+        model.model.z_dim = v;
+    }
+    if let Some(v) = args.units_g {
+        model.model.gen.units = v;
+    }
+    if let Some(v) = args.units_d {
+        model.model.dis.units = v;
+    }
+    if let Some(v) = &args.output_activation {
+        model.model.gen.output = parse_choice("--output-activation", v)?;
+    }
+    if let Some(v) = &args.bn {
+        model.model.dis.batch_norm = parse_choice::<BnStrategy>("--bn", v)?;
+    }
+    if let Some(v) = args.batch_size {
+        if v == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        model.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        model.gen_adam.lr = v;
+        model.dis_adam.lr = v;
+    }
+    if let Some(v) = args.beta1 {
+        model.gen_adam.beta1 = v;
+        model.dis_adam.beta1 = v;
+    }
+    let ebgan_flags = [
+        ("--margin", args.margin.is_some()),
+        ("--pt-weight", args.pt_weight.is_some()),
+        ("--pt-variant", args.pt_variant.is_some()),
+    ];
+    match &mut model.objective {
+        Objective::Ebgan(e) => {
+            if let Some(v) = args.margin {
+                e.margin = v;
+            }
+            if let Some(v) = args.pt_weight {
+                e.pt_weight = v;
+            }
+            if let Some(v) = &args.pt_variant {
+                e.pt = parse_choice::<PtVariant>("--pt-variant", v)?;
+            }
+        }
+        Objective::Gan => {
+            if let Some((flag, _)) = ebgan_flags.iter().find(|(_, given)| *given) {
+                bail!("{flag} applies to EBGAN only; `kusari train gan` has no such setting");
+            }
+        }
+    }
+    if let Some(v) = args.seed {
+        config.seed = v;
+    }
+    if let Some(d) = args.dataset {
+        config.data.dataset = d;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data.data_dir = Some(d.clone());
+    }
+    if let Some(s) = args.image_size {
+        if s == 0 {
+            bail!("--image-size must be at least 1");
+        }
+        config.data.image_size = s;
+    }
+    config.data.pixel_range = pixel_range_for(config.model.model.gen.output);
+
+    // Run-length and bookkeeping flags may change on resume.
+    if args.epochs.is_some() || args.iterations.is_some() || args.time_limit.is_some() {
+        config.length = Length {
+            epochs: args.epochs,
+            iterations: args.iterations,
+            time_limit_seconds: args.time_limit.map(|d| d.as_secs_f64()),
+        };
+    }
+    if let Some(v) = args.snapshot_every {
+        config.snapshot_every_epochs = v;
+    }
+    if let Some(v) = args.keep_snapshots {
+        config.keep_snapshots = v;
+    }
+    if let Some(v) = args.log_every {
+        config.log_every_epochs = v;
+    }
+    if let Some(v) = args.eval_every {
+        config.eval_every_epochs = v;
+    }
+    if let Some(v) = args.eval_samples {
+        config.eval_samples = v;
+    }
+
+    if resuming {
+        let what_changed = |a: &RunConfig, b: &RunConfig| -> Vec<&'static str> {
+            let mut out = vec![];
+            if a.model != b.model {
+                out.push("the model (architecture, widths, objective, optimizer or batch size)");
+            }
+            if a.data != b.data {
+                out.push("the data");
+            }
+            if a.seed != b.seed {
+                out.push("the seed");
+            }
+            if a.kind != b.kind {
+                out.push("gan/ebgan");
+            }
+            out
+        };
+        let changed = what_changed(&before, config);
+        if !changed.is_empty() || !fixed.changed.is_empty() {
+            let mut what: Vec<String> = changed.iter().map(|s| s.to_string()).collect();
+            what.extend(fixed.changed.iter().map(|(flag, v)| format!("{flag} {v}")));
+            bail!(
+                "a resumed run keeps the configuration stored in its snapshot, but the flags change {}; \
+                 drop those flags (only --epochs, --iterations, --time-limit, --device, --snapshot-every, \
+                 --keep-snapshots, --log-every, --eval-every and --eval-samples may change), or start a new run",
+                what.join(", ")
+            );
+        }
+    } else if !fixed.changed.is_empty() {
+        unreachable!("--arch is applied through the preset before flags");
+    }
+    config.validate()
+}
+
+/// `result/<YYYY-mm-dd_HH-MM-SS>` in the working directory, as the seed named its runs.
+pub fn default_out_dir() -> PathBuf {
+    let now = chrono::Local::now();
+    Path::new("result").join(now.format("%Y-%m-%d_%H-%M-%S").to_string())
+}
