@@ -126,10 +126,14 @@ impl SymmetricEigen {
         let mut out = vec![0.0; n * n];
         for i in 0..n {
             for j in i..n {
-                let mut sum = 0.0;
-                for k in 0..n {
-                    sum += self.vectors[i * n + k] * fl[k] * self.vectors[j * n + k];
-                }
+                let row_i = &self.vectors[i * n..(i + 1) * n];
+                let row_j = &self.vectors[j * n..(j + 1) * n];
+                let sum: f64 = row_i
+                    .iter()
+                    .zip(&fl)
+                    .zip(row_j)
+                    .map(|((a, f), b)| a * f * b)
+                    .sum();
                 out[i * n + j] = sum;
                 out[j * n + i] = sum;
             }
