@@ -30,6 +30,20 @@ pub struct EvalReport {
     pub class_shares: Vec<f64>,
 }
 
+impl std::fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "IS {:.3}  FID {:.4}  min class share {:.4}  ({} samples; shares",
+            self.inception_score, self.fid, self.min_class_share, self.samples
+        )?;
+        for share in &self.class_shares {
+            write!(f, " {share:.3}")?;
+        }
+        write!(f, ")")
+    }
+}
+
 /// Judges `samples` (`[N, 1, 28, 28]`, pixels in `[-1, 1]`, any device) and
 /// compares their features with `reference`.
 pub fn evaluate(judge: &Judge, samples: &Tensor, reference: &FeatureStats) -> Result<EvalReport> {
@@ -89,6 +103,17 @@ impl Judge {
     /// Feature statistics of the 10,000 MNIST test images (the FID
     /// reference), computed once per judge and cached beside it.
     pub fn test_stats(&self, mnist_dir: &Path) -> Result<FeatureStats> {
+        self.cached_stats(|| {
+            let test = load_split(mnist_dir, Split::Test)?;
+            let (features, _) = self.classify(&images_of(&test, self.device())?)?;
+            FeatureStats::from_tensor(&features)
+        })
+    }
+
+    /// The statistics cached at [`Judge::test_stats_path`] if this judge
+    /// computed them; else `compute`s and caches them. Failing to write the
+    /// cache is only a warning.
+    fn cached_stats(&self, compute: impl FnOnce() -> Result<FeatureStats>) -> Result<FeatureStats> {
         let path = self.test_stats_path()?;
         let fingerprint = self.fingerprint()?;
         if let Ok(bytes) = std::fs::read(&path) {
@@ -100,13 +125,10 @@ impl Judge {
                 }
             }
         }
-        let test = load_split(mnist_dir, Split::Test)?;
-        let (features, _) = self.classify(&images_of(&test, self.device())?)?;
-        let stats = FeatureStats::from_tensor(&features)?;
         let cached = CachedStats {
             format: STATS_FORMAT.to_string(),
             judge: fingerprint,
-            stats,
+            stats: compute()?,
         };
         let written = path
             .parent()
@@ -181,26 +203,28 @@ mod tests {
     }
 
     #[test]
-    fn test_stats_are_cached_per_judge() -> Result<()> {
-        let Some(dir) = std::env::var_os("MNIST_DIR") else {
-            eprintln!("skipped: MNIST_DIR is not set");
-            return Ok(());
-        };
-        let dir = PathBuf::from(dir);
+    fn reference_statistics_are_cached_per_judge() -> Result<()> {
         let cache = tempfile::tempdir()?;
+        let weights = cache.path().join(super::super::judge::JUDGE_FILE);
+        let stats = |x: f32| FeatureStats::from_features(&[x, 0.0, 0.0, 1.0], 2);
         let mut judge = Judge::untrained(6)?;
-        judge.save(&cache.path().join(super::super::judge::JUDGE_FILE))?;
+        judge.save(&weights)?;
         let path = judge.test_stats_path()?;
-        assert_eq!(path.parent(), Some(cache.path()));
-        let stats = judge.test_stats(&dir)?;
-        assert_eq!(stats.count, 10_000);
+        assert_eq!(path, cache.path().join("mnist-judge-v1.test-stats.json"));
+
+        let first = judge.cached_stats(|| stats(1.0))?;
         assert!(path.exists());
-        // The second call reads the cache: equal to the bit.
-        assert_eq!(judge.test_stats(&dir)?, stats);
-        // Another judge's statistics are not reused.
+        // The second call reads the cache, exactly.
+        let again = judge.cached_stats(|| anyhow::bail!("must not recompute"))?;
+        assert_eq!(again, first);
+        // Another judge at the same place does not reuse them.
         let mut other = Judge::untrained(7)?;
-        other.save(&cache.path().join(super::super::judge::JUDGE_FILE))?;
-        assert_ne!(other.test_stats(&dir)?, stats);
+        other.save(&weights)?;
+        assert_eq!(other.cached_stats(|| stats(2.0))?, stats(2.0)?);
+        // A damaged cache is recomputed.
+        std::fs::write(&path, b"{")?;
+        assert_eq!(other.cached_stats(|| stats(3.0))?, stats(3.0)?);
+        assert_eq!(other.cached_stats(|| anyhow::bail!("cached"))?, stats(3.0)?);
         Ok(())
     }
 
@@ -235,19 +259,48 @@ mod tests {
 
         let started = std::time::Instant::now();
         let reference = judge.test_stats(&dir)?;
+        let variance: f64 = (0..reference.dim)
+            .map(|i| reference.cov[i * reference.dim + i])
+            .sum();
+        eprintln!(
+            "test-set features: Tr(Σ) = {variance:.2}, |μ|² = {:.2}",
+            reference.mean.iter().map(|m| m * m).sum::<f64>()
+        );
+        let train_set = load_split(&dir, Split::Train)?;
         let train = real_baseline(&judge, &dir, 10_000)?;
         let test_images = images_of(&load_split(&dir, Split::Test)?, judge.device())?;
         let test = evaluate(&judge, &test_images, &reference)?;
-        eprintln!("10,000 train images vs test: {train:?}");
-        eprintln!("the test set vs itself:      {test:?}");
+
+        // For scale: real digits with one digit (1) missing, and noise.
+        let labels = train_set.labels().context("MNIST has labels")?;
+        let keep: Vec<u32> = (0..train_set.len() as u32)
+            .filter(|&i| labels[i as usize] != 1)
+            .take(10_000)
+            .collect();
+        let all = images_of(&train_set, judge.device())?;
+        let no_ones = all.index_select(&Tensor::new(keep.as_slice(), judge.device())?, 0)?;
+        let no_ones = evaluate(&judge, &no_ones, &reference)?;
+        let mut rng = kusari_trainer::Rng::new(0);
+        let noise = rng.uniform_tensor((10_000, 1, 28, 28), -1.0, 1.0, judge.device())?;
+        let noise = evaluate(&judge, &noise, &reference)?;
+
+        eprintln!("10,000 train images vs test:     {train}");
+        eprintln!("the test set vs itself:          {test}");
+        eprintln!("10,000 train images without 1s:  {no_ones}");
+        eprintln!("10,000 uniform-noise images:     {noise}");
         eprintln!("({:.1} s)", started.elapsed().as_secs_f64());
         assert!(test.fid < 1e-3, "FID(test, test) = {}", test.fid);
         assert!(test.inception_score > 9.0 && train.inception_score > 9.0);
         assert!(
-            train.fid < 1.0,
-            "real training digits should be close to the test set"
+            train.fid * 5.0 < no_ones.fid,
+            "a missing digit must cost FID"
         );
+        assert!(no_ones.fid < noise.fid);
         assert!(train.min_class_share > 0.08 && test.min_class_share > 0.08);
+        assert!(
+            no_ones.min_class_share < 0.01,
+            "the judge must see that 1s are missing"
+        );
         Ok(())
     }
 }

@@ -303,8 +303,8 @@ impl Judge {
             return Self::load(path);
         }
         eprintln!(
-            "kusari: no MNIST judge at {}; training one now on {} ({} epochs; minutes on a small \
-             CPU, and only this once)",
+            "kusari: no MNIST judge at {}; training one now on {} ({} epochs of 2–3 minutes \
+             each on a 2-core CPU; only this once)",
             path.display(),
             mnist_dir.display(),
             training.epochs

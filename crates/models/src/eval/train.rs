@@ -157,13 +157,19 @@ pub fn accuracy(judge: &Judge, dataset: &ArrayDataset) -> Result<f64> {
     Ok(correct as f64 / labels.len() as f64)
 }
 
-/// All of a dataset's examples as one `[N, 1, 28, 28]` tensor.
-pub fn images_of(dataset: &ArrayDataset, device: &Device) -> Result<Tensor> {
+/// Checks that a dataset holds the judge's 1×28×28 images.
+fn check_image_shape(dataset: &ArrayDataset) -> Result<()> {
     ensure!(
         dataset.example_shape() == [1, IMAGE_SIDE, IMAGE_SIDE],
         "the judge takes 1×28×28 images, but the dataset's examples are {:?}",
         dataset.example_shape()
     );
+    Ok(())
+}
+
+/// All of a dataset's examples as one `[N, 1, 28, 28]` tensor.
+pub fn images_of(dataset: &ArrayDataset, device: &Device) -> Result<Tensor> {
+    check_image_shape(dataset)?;
     let n = dataset.len();
     Ok(Tensor::from_slice(
         dataset.all_values(),
@@ -183,7 +189,8 @@ pub fn train_judge_on(
         config.epochs > 0,
         "the judge needs at least one epoch of training"
     );
-    images_of(test, &Device::Cpu)?;
+    check_image_shape(train)?;
+    check_image_shape(test)?;
     let labels = train
         .labels()
         .context("the judge's training set needs labels")?;
@@ -364,6 +371,13 @@ mod tests {
         assert_eq!(features.dims(), &[300, super::super::lenet::FEATURES]);
         assert_eq!(probs.dims(), &[300, CLASSES]);
         assert!(accuracy(&reloaded, &test)? > 0.85);
+
+        let stats = reloaded.test_stats(&dir)?;
+        assert_eq!(
+            (stats.count, stats.dim),
+            (10_000, super::super::lenet::FEATURES)
+        );
+        assert!(path.with_extension("test-stats.json").exists());
         Ok(())
     }
 }
