@@ -4,7 +4,7 @@
 //! - [`Judge`]: a LeNet-style classifier trained once to ≥ 99% MNIST test
 //!   accuracy and cached (see [`Judge::cache_path`]); [`Judge::load_or_train`]
 //!   trains it on first use.
-//! - [`evaluate`]: Inception Score, FID against the MNIST test set's
+//! - [`evaluate()`]: Inception Score, FID against the MNIST test set's
 //!   features ([`Judge::test_stats`]) and the per-class share of samples.
 //! - [`Evaluator`]: the trainer extension reporting `eval/is`, `eval/fid`
 //!   and `eval/min_class_share`.
