@@ -2,11 +2,19 @@
 //!
 //! - `train-ebgan [ARGS…]` / `train-gan [ARGS…]`: build the release binary and
 //!   run `kusari train ebgan|gan --preset seed ARGS…` (later flags override the preset).
+//! - `build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]`: fetch the
+//!   CUDA 13.0 toolkit from PyPI wheels into `.cuda/` and build the release
+//!   binary with Candle's CUDA backend into `target/cuda` (see `docs/cuda.md`).
+
+mod build_cuda;
+mod cuda_stub;
+mod cuda_wheels;
+mod train;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 fn main() -> ExitCode {
     match run() {
@@ -23,7 +31,10 @@ fn usage() -> &'static str {
 
 commands:
   train-ebgan [ARGS…]   build kusari (release) and train the seed EBGAN; ARGS go to `kusari train`
-  train-gan [ARGS…]     the same for the seed GAN"
+  train-gan [ARGS…]     the same for the seed GAN
+  build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]
+                        fetch CUDA 13.0 from PyPI wheels into .cuda/ and build kusari
+                        (release, --features cuda) into target/cuda; see docs/cuda.md"
 }
 
 fn run() -> Result<ExitCode> {
@@ -34,8 +45,9 @@ fn run() -> Result<ExitCode> {
     };
     let rest: Vec<String> = args.collect();
     match command.as_str() {
-        "train-ebgan" => train("ebgan", &rest),
-        "train-gan" => train("gan", &rest),
+        "train-ebgan" => train::train("ebgan", &rest),
+        "train-gan" => train::train("gan", &rest),
+        "build-cuda" => build_cuda::build_cuda(&rest).map(|()| ExitCode::SUCCESS),
         "-h" | "--help" | "help" => {
             println!("{}", usage());
             Ok(ExitCode::SUCCESS)
@@ -52,46 +64,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cargo that runs this xtask.
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
-
-/// Builds the release `kusari` binary and returns its path.
-fn build_release() -> Result<PathBuf> {
-    let root = workspace_root();
-    let status = cargo()
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "kusari-cli",
-            "--bin",
-            "kusari",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building kusari failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target
-        .join("release")
-        .join(format!("kusari{}", std::env::consts::EXE_SUFFIX)))
-}
-
-fn train(model: &str, rest: &[String]) -> Result<ExitCode> {
-    let binary = build_release()?;
-    let status = Command::new(&binary)
-        .args(["train", model, "--preset", "seed"])
-        .args(rest)
-        .status()
-        .with_context(|| format!("running {}", binary.display()))?;
-    Ok(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::FAILURE,
-    })
 }

@@ -259,7 +259,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             'm' => 60.0,
             'h' => 3600.0,
             'd' => 86400.0,
-            _ => return Err(format!("`{text}` is not a duration; write e.g. 90s, 10m, 2h or 1h30m")),
+            _ => {
+                return Err(format!(
+                    "`{text}` is not a duration; write e.g. 90s, 10m, 2h or 1h30m"
+                ))
+            }
         };
         let value: f64 = number
             .parse()
@@ -268,7 +272,9 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         number.clear();
     }
     if !number.is_empty() {
-        return Err(format!("`{text}` ends without a unit; write e.g. 90s, 10m or 2h"));
+        return Err(format!(
+            "`{text}` ends without a unit; write e.g. 90s, 10m or 2h"
+        ));
     }
     seconds_to_duration(total, text)
 }

@@ -68,17 +68,28 @@ impl RunConfig {
         };
         let mut model = Config::default();
         model.model = match arch {
-            Arch::Mlp => ModelConfig { image, ..ModelConfig::default() },
+            Arch::Mlp => ModelConfig {
+                image,
+                ..ModelConfig::default()
+            },
             Arch::Conv => ModelConfig::conv(image),
         };
         model.objective = match kind {
             ModelKind::Gan => Objective::Gan,
             ModelKind::Ebgan => Objective::Ebgan(EbganConfig::default()),
         };
-        let mut length = Length { epochs: Some(500.0), iterations: None, time_limit_seconds: None };
+        let mut length = Length {
+            epochs: Some(500.0),
+            iterations: None,
+            time_limit_seconds: None,
+        };
         if preset == Preset::Fast {
             crate::presets::apply_fast(&mut model, arch);
-            length = Length { epochs: None, iterations: None, time_limit_seconds: Some(600.0) };
+            length = Length {
+                epochs: None,
+                iterations: None,
+                time_limit_seconds: Some(600.0),
+            };
         }
         Self {
             kind,
@@ -111,10 +122,16 @@ impl RunConfig {
         if self.length.iterations == Some(0) {
             bail!("--iterations must be at least 1");
         }
-        if self.length.epochs.is_none() && self.length.iterations.is_none() && self.length.time_limit_seconds.is_none() {
+        if self.length.epochs.is_none()
+            && self.length.iterations.is_none()
+            && self.length.time_limit_seconds.is_none()
+        {
             bail!("say how long to train: --epochs, --iterations or --time-limit");
         }
-        for (flag, v) in [("--snapshot-every", self.snapshot_every_epochs), ("--log-every", self.log_every_epochs)] {
+        for (flag, v) in [
+            ("--snapshot-every", self.snapshot_every_epochs),
+            ("--log-every", self.log_every_epochs),
+        ] {
             if !(v.is_finite() && v > 0.0) {
                 bail!("{flag} must be a positive number of epochs, got {v}");
             }

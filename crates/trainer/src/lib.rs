@@ -53,6 +53,7 @@
 pub mod converter;
 pub mod dataset;
 pub mod datasets;
+pub mod device;
 pub mod extension;
 pub mod extensions;
 pub mod fsutil;
@@ -69,6 +70,7 @@ pub mod updater;
 
 pub use converter::{Batch, ConcatExamples, Converter};
 pub use dataset::{ArrayDataset, Dataset, Example};
+pub use device::{parse_device, DeviceSpec};
 pub use extension::{make_extension, Context, Ending, Extension, FnExtension, Priority};
 pub use iterator::{IteratorState, LastBatch, SerialIterator};
 pub use optim::{Adam, AdamConfig, Optimizer, Optimizers, Sgd};

@@ -27,11 +27,15 @@ const CLASSIFY_BATCH: usize = 500;
 /// What the metadata file records about a trained judge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeInfo {
+    /// Always `kusari-mnist-judge`.
     pub format: String,
+    /// Version of the file format and architecture (1).
     pub version: u32,
     /// Accuracy on the 10,000 MNIST test images.
     pub test_accuracy: f64,
+    /// Training epochs.
     pub epochs: usize,
+    /// Seed of initialization, shuffling and dropout.
     pub seed: u64,
     /// Wall-clock training time, including the per-epoch test evaluations.
     pub train_seconds: f64,

@@ -14,7 +14,9 @@ const HOW_TO_SAVE: &str = "save samples with numpy as `np.save(path, images.asty
 /// The shape and pixel bytes of a C-ordered `uint8` `.npy` array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NpyBytes {
+    /// The array's shape as the header gives it.
     pub shape: Vec<usize>,
+    /// The pixels, row-major.
     pub data: Vec<u8>,
 }
 

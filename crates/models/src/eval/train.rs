@@ -19,8 +19,11 @@ use super::lenet::{LeNet, CLASSES, IMAGE_SIDE};
 /// How the judge is trained. The defaults reach ≥ 99.0% MNIST test accuracy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JudgeTraining {
+    /// Passes over the training images.
     pub epochs: usize,
+    /// Seed of initialization, shuffling and dropout.
     pub seed: u64,
+    /// Images per update.
     pub batch_size: usize,
     /// Adam's step size in the first epoch.
     pub lr: f64,

@@ -26,6 +26,11 @@ pub enum PixelRange {
 }
 
 impl PixelRange {
+    /// The values that black and white map to.
+    pub fn value_range(self) -> (f32, f32) {
+        (self.to_f32(0), self.to_f32(255))
+    }
+
     /// The value a pixel byte becomes.
     pub fn to_f32(self, byte: u8) -> f32 {
         let unit = byte as f32 / 255.0;

@@ -1,0 +1,191 @@
+//! DCGAN-style convolutional nets for square images whose size halves down
+//! to 4–7 pixels (28×28 → 14 → 7; 64×64 → 32 → 16 → 8 → 4):
+//!
+//! - G: z → Linear to `units·2^(k−1)` maps of the smallest size → BatchNorm →
+//!   ReLU → (k−1) × [4×4 stride-2 transposed conv halving the channels,
+//!   BatchNorm, ReLU] → transposed conv to the image's channels → output
+//!   activation.
+//! - D body (the encoder): conv to `units` maps (leaky ReLU, no BatchNorm,
+//!   as DCGAN) → (k−1) × [conv doubling the channels, BatchNorm, dropout,
+//!   leaky ReLU]. Its output maps are the code S.
+//! - EBGAN D's decoder mirrors G's upsampling path from the code. GAN D's head
+//!   is a Linear from the flattened code to one logit.
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use kusari_trainer::{ParamStore, Rng};
+
+use super::stack::{Stack, StackBuilder};
+use crate::config::{ImageShape, ModelConfig};
+use crate::layers::conv::ConvGeometry;
+use crate::layers::Activation;
+
+const G: ConvGeometry = ConvGeometry::HALVE_OR_DOUBLE;
+
+/// How many stride-2 stages an image size allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stages {
+    /// Number of halvings (≥ 1).
+    pub count: usize,
+    /// The side of the smallest feature map.
+    pub smallest: usize,
+}
+
+impl Stages {
+    /// Halves the side while it stays even and at least 4.
+    pub fn of(image: ImageShape) -> Result<Self> {
+        if image.height != image.width {
+            bail!(
+                "the conv nets need square images, got {}×{}; use --arch mlp or resize the data",
+                image.height,
+                image.width
+            );
+        }
+        let mut side = image.height;
+        let mut count = 0;
+        while side % 2 == 0 && side / 2 >= 4 {
+            side /= 2;
+            count += 1;
+        }
+        if count == 0 {
+            bail!(
+                "the conv nets need an image side that halves at least once to 4 or more \
+                 (such as 28 or 64), got {}; use --arch mlp",
+                image.height
+            );
+        }
+        Ok(Self {
+            count,
+            smallest: side,
+        })
+    }
+}
+
+/// Channels of the feature maps at stage `i` (0: largest maps).
+fn channels(units: usize, i: usize) -> usize {
+    units << i
+}
+
+/// G: z → images.
+pub fn generator(
+    c: &ModelConfig,
+    params: ParamStore,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Stack> {
+    let s = Stages::of(c.image)?;
+    let g = &c.gen;
+    let top = channels(g.units, s.count - 1);
+    let mut b = StackBuilder::new(params, g.init, rng, device)
+        .linear(c.z_dim, top * s.smallest * s.smallest)?
+        .reshape(&[top, s.smallest, s.smallest])
+        .batch_norm(top)?
+        .activation(Activation::Relu);
+    for i in (1..s.count).rev() {
+        let out = channels(g.units, i - 1);
+        b = b
+            .deconv(channels(g.units, i), out, G)?
+            .batch_norm(out)?
+            .activation(Activation::Relu);
+    }
+    Ok(b.deconv(g.units, c.image.channels, G)?
+        .activation(g.output.into())
+        .build())
+}
+
+/// The encoder and the size of its (flattened) code.
+pub fn encoder(
+    c: &ModelConfig,
+    params: ParamStore,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<(Stack, usize)> {
+    let s = Stages::of(c.image)?;
+    let d = &c.dis;
+    let act = Activation::LeakyRelu(d.leaky_slope);
+    let mut b = StackBuilder::new(params, d.init, rng, device)
+        .conv(c.image.channels, d.units, G)?
+        .dropout(d.dropout)
+        .activation(act);
+    for i in 1..s.count {
+        let out = channels(d.units, i);
+        b = b
+            .conv(channels(d.units, i - 1), out, G)?
+            .batch_norm(out)?
+            .dropout(d.dropout)
+            .activation(act);
+    }
+    let code = channels(d.units, s.count - 1) * s.smallest * s.smallest;
+    Ok((b.build(), code))
+}
+
+/// The EBGAN decoder: code maps → image.
+pub fn decoder(
+    c: &ModelConfig,
+    params: ParamStore,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Stack> {
+    let s = Stages::of(c.image)?;
+    let d = &c.dis;
+    let mut b = StackBuilder::new(params, d.init, rng, device);
+    for i in (1..s.count).rev() {
+        let out = channels(d.units, i - 1);
+        b = b
+            .deconv(channels(d.units, i), out, G)?
+            .batch_norm(out)?
+            .activation(Activation::Relu);
+    }
+    Ok(b.deconv(d.units, c.image.channels, G)?.build())
+}
+
+/// The GAN head: flattened code → one logit.
+pub fn logit_head(
+    c: &ModelConfig,
+    params: ParamStore,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Stack> {
+    let s = Stages::of(c.image)?;
+    let code = channels(c.dis.units, s.count - 1) * s.smallest * s.smallest;
+    Ok(StackBuilder::new(params, c.dis.init, rng, device)
+        .reshape(&[code])
+        .linear(code, 1)?
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_of_common_sizes() -> Result<()> {
+        assert_eq!(
+            Stages::of(ImageShape::MNIST)?,
+            Stages {
+                count: 2,
+                smallest: 7
+            }
+        );
+        assert_eq!(
+            Stages::of(ImageShape::RGB64)?,
+            Stages {
+                count: 4,
+                smallest: 4
+            }
+        );
+        let odd = ImageShape {
+            channels: 1,
+            height: 7,
+            width: 7,
+        };
+        assert!(Stages::of(odd).unwrap_err().to_string().contains("got 7"));
+        let wide = ImageShape {
+            channels: 1,
+            height: 28,
+            width: 32,
+        };
+        assert!(Stages::of(wide).is_err());
+        Ok(())
+    }
+}

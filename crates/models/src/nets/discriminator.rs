@@ -1,0 +1,215 @@
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use kusari_trainer::{ParamStore, Rng};
+
+use super::stack::Stack;
+use super::{check_images, conv, mlp};
+use crate::config::{Arch, BnStrategy, ImageShape, ModelConfig};
+use crate::layers::Phase;
+
+/// What EBGAN's D gives for a batch.
+#[derive(Clone)]
+pub struct Encoded {
+    /// `[N, C, H, W]`, compared with the input to get the energy.
+    pub reconstruction: Tensor,
+    /// The encoder output S (`[N, units]` for the MLP, `[N, C', h, w]` for conv).
+    pub code: Tensor,
+}
+
+/// EBGAN's D: an auto-encoder whose reconstruction error is the energy.
+#[derive(Clone)]
+pub struct AutoEncoder {
+    params: ParamStore,
+    encoder: Stack,
+    decoder: Stack,
+    batch_norm: BnStrategy,
+    image: ImageShape,
+}
+
+impl AutoEncoder {
+    /// Freshly initialized, with its own [`ParamStore`] (`enc/…`, `dec/…`).
+    pub fn new(config: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Self> {
+        config.validate()?;
+        let params = ParamStore::new();
+        let (encoder, decoder) = match config.arch {
+            Arch::Mlp => (
+                mlp::encoder(config, params.sub("enc"), rng, device)?.0,
+                mlp::decoder(config, params.sub("dec"), rng, device)?,
+            ),
+            Arch::Conv => (
+                conv::encoder(config, params.sub("enc"), rng, device)?.0,
+                conv::decoder(config, params.sub("dec"), rng, device)?,
+            ),
+        };
+        Ok(Self {
+            params,
+            encoder,
+            decoder,
+            batch_norm: config.dis.batch_norm,
+            image: config.image,
+        })
+    }
+
+    /// D's parameters and BatchNorm running statistics.
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// How batch normalization treats the real and the fake batch.
+    pub fn batch_norm(&self) -> BnStrategy {
+        self.batch_norm
+    }
+
+    fn run(&self, xs: Vec<Tensor>, phase: &mut Phase<'_>) -> Result<Vec<Encoded>> {
+        let codes = self.encoder.forward(xs, self.batch_norm, phase)?;
+        let recons = self
+            .decoder
+            .forward(codes.clone(), self.batch_norm, phase)?;
+        Ok(codes
+            .into_iter()
+            .zip(recons)
+            .map(|(code, reconstruction)| Encoded {
+                reconstruction,
+                code,
+            })
+            .collect())
+    }
+
+    /// One batch of images through the auto-encoder.
+    pub fn forward(&self, x: &Tensor, phase: &mut Phase<'_>) -> Result<Encoded> {
+        check_images(x, self.image, "D's input")?;
+        Ok(self.run(vec![x.clone()], phase)?.remove(0))
+    }
+
+    /// The real and the fake batch in one pass, batch normalization following
+    /// the configured [`BnStrategy`].
+    pub fn forward_pair(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        phase: &mut Phase<'_>,
+    ) -> Result<(Encoded, Encoded)> {
+        run_pair(real, fake, self.image, |xs| self.run(xs, phase))
+    }
+
+    /// Reconstructions of `x` in evaluation mode (running statistics, no dropout).
+    pub fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.forward(x, &mut Phase::Eval)?.reconstruction)
+    }
+}
+
+/// GAN's D: the same body as the auto-encoder's encoder, then one logit.
+#[derive(Clone)]
+pub struct LogitDiscriminator {
+    params: ParamStore,
+    body: Stack,
+    head: Stack,
+    batch_norm: BnStrategy,
+    image: ImageShape,
+}
+
+impl LogitDiscriminator {
+    /// Freshly initialized, with its own [`ParamStore`] (`enc/…`, `head/…`).
+    pub fn new(config: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Self> {
+        config.validate()?;
+        let params = ParamStore::new();
+        let (body, head) = match config.arch {
+            Arch::Mlp => (
+                mlp::encoder(config, params.sub("enc"), rng, device)?.0,
+                mlp::logit_head(config, params.sub("head"), rng, device)?,
+            ),
+            Arch::Conv => (
+                conv::encoder(config, params.sub("enc"), rng, device)?.0,
+                conv::logit_head(config, params.sub("head"), rng, device)?,
+            ),
+        };
+        Ok(Self {
+            params,
+            body,
+            head,
+            batch_norm: config.dis.batch_norm,
+            image: config.image,
+        })
+    }
+
+    /// D's parameters and BatchNorm running statistics.
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn run(&self, xs: Vec<Tensor>, phase: &mut Phase<'_>) -> Result<Vec<Tensor>> {
+        let hidden = self.body.forward(xs, self.batch_norm, phase)?;
+        let logits = self.head.forward(hidden, self.batch_norm, phase)?;
+        logits.into_iter().map(|l| Ok(l.flatten_all()?)).collect()
+    }
+
+    /// Logits `[N]` for one batch.
+    pub fn forward(&self, x: &Tensor, phase: &mut Phase<'_>) -> Result<Tensor> {
+        check_images(x, self.image, "D's input")?;
+        Ok(self.run(vec![x.clone()], phase)?.remove(0))
+    }
+
+    /// Logits for the real and the fake batch in one pass, batch
+    /// normalization following the configured [`BnStrategy`].
+    pub fn forward_pair(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        phase: &mut Phase<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        run_pair(real, fake, self.image, |xs| self.run(xs, phase))
+    }
+}
+
+/// Checks both batches, runs them as one group and splits the outputs.
+fn run_pair<T>(
+    real: &Tensor,
+    fake: &Tensor,
+    image: ImageShape,
+    run: impl FnOnce(Vec<Tensor>) -> Result<Vec<T>>,
+) -> Result<(T, T)> {
+    check_images(real, image, "the real batch")?;
+    check_images(fake, image, "the fake batch")?;
+    let mut out = run(vec![real.clone(), fake.clone()])?.into_iter();
+    match (out.next(), out.next()) {
+        (Some(real), Some(fake)) => Ok((real, fake)),
+        _ => bail!("D returned fewer outputs than the two batches it was given"),
+    }
+}
+
+/// Either discriminator, as [`crate::Nets`] holds it.
+#[derive(Clone)]
+pub enum Discriminator {
+    /// GAN's D.
+    Logit(LogitDiscriminator),
+    /// EBGAN's D.
+    AutoEncoder(AutoEncoder),
+}
+
+impl Discriminator {
+    /// D's parameters and BatchNorm running statistics.
+    pub fn params(&self) -> &ParamStore {
+        match self {
+            Discriminator::Logit(d) => d.params(),
+            Discriminator::AutoEncoder(d) => d.params(),
+        }
+    }
+
+    /// EBGAN's auto-encoder, or `None` for GAN's D.
+    pub fn auto_encoder(&self) -> Option<&AutoEncoder> {
+        match self {
+            Discriminator::AutoEncoder(d) => Some(d),
+            Discriminator::Logit(_) => None,
+        }
+    }
+
+    /// EBGAN's D reconstructs images (evaluation mode); GAN's D cannot.
+    pub fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Discriminator::AutoEncoder(d) => d.reconstruct(x),
+            Discriminator::Logit(_) => {
+                bail!("reconstruction needs an EBGAN discriminator (an auto-encoder); this run trained a GAN")
+            }
+        }
+    }
+}
