@@ -115,7 +115,17 @@ fn resolve(
         }
         return Ok((config, out, None));
     };
-    let (path, out) = if resume.as_os_str().is_empty() {
+    let (path, out) = if let Some(resume) = resume {
+        let out = match &args.out {
+            Some(out) => out.clone(),
+            None => resume
+                .parent()
+                .map(Path::to_path_buf)
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from(".")),
+        };
+        (resume.clone(), out)
+    } else {
         let Some(out) = &args.out else {
             bail!("--resume without a path resumes the newest snapshot in --out; give --out DIR or a snapshot path");
         };
@@ -126,16 +136,6 @@ fn resolve(
             );
         };
         (path, out.clone())
-    } else {
-        let out = match &args.out {
-            Some(out) => out.clone(),
-            None => resume
-                .parent()
-                .map(Path::to_path_buf)
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or_else(|| PathBuf::from(".")),
-        };
-        (resume.clone(), out)
     };
     let state = State::load(&path, device)?;
     let mut config = config_from_snapshot(&state, &path)?;
