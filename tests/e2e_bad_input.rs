@@ -19,7 +19,16 @@ fn tiny_mnist(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-const TINY: &[&str] = &["--units-g", "16", "--units-d", "8", "--batch-size", "10", "--device", "cpu"];
+const TINY: &[&str] = &[
+    "--units-g",
+    "16",
+    "--units-d",
+    "8",
+    "--batch-size",
+    "10",
+    "--device",
+    "cpu",
+];
 
 fn train_args<'a>(mnist: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["train", "ebgan", "--data-dir", mnist, "--out", out];
@@ -32,7 +41,11 @@ fn train_args<'a>(mnist: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a st
 fn a_missing_data_folder_says_where_to_put_mnist() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let output = run(&train_args("/nonexistent/mnist", out.to_str().unwrap(), &["--iterations", "1"]));
+    let output = run(&train_args(
+        "/nonexistent/mnist",
+        out.to_str().unwrap(),
+        &["--iterations", "1"],
+    ));
     assert_fails_with(&output, &["/nonexistent/mnist", "MNIST_DIR"]);
     assert!(temporaries(dir.path()).is_empty());
 }
@@ -48,7 +61,11 @@ fn a_truncated_idx_file_is_named() {
     raw.extend(std::iter::repeat_n(0u8, 784 * 10));
     std::fs::write(mnist.join("train-images-idx3-ubyte"), raw).unwrap();
     let out = dir.path().join("out");
-    let output = run(&train_args(mnist.to_str().unwrap(), out.to_str().unwrap(), &["--iterations", "1"]));
+    let output = run(&train_args(
+        mnist.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--iterations", "1"],
+    ));
     assert_fails_with(&output, &["train-images-idx3-ubyte", "truncated"]);
 }
 
@@ -57,9 +74,17 @@ fn a_wrong_magic_number_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let mnist = tiny_mnist(dir.path(), 30);
     std::fs::remove_file(mnist.join("train-labels-idx1-ubyte.gz")).unwrap();
-    std::fs::write(mnist.join("train-labels-idx1-ubyte"), [0u8, 0, 8, 3, 0, 0, 0, 30]).unwrap();
+    std::fs::write(
+        mnist.join("train-labels-idx1-ubyte"),
+        [0u8, 0, 8, 3, 0, 0, 0, 30],
+    )
+    .unwrap();
     let out = dir.path().join("out");
-    let output = run(&train_args(mnist.to_str().unwrap(), out.to_str().unwrap(), &["--iterations", "1"]));
+    let output = run(&train_args(
+        mnist.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--iterations", "1"],
+    ));
     assert_fails_with(&output, &["train-labels-idx1-ubyte", "magic"]);
 }
 
@@ -71,19 +96,35 @@ fn bad_flags_are_refused() {
     let out = dir.path().join("out");
     let o = out.to_str().unwrap();
 
-    let output = run(&train_args(m, o, &["--iterations", "1", "--batch-size", "0"]));
+    let output = run(&train_args(
+        m,
+        o,
+        &["--iterations", "1", "--batch-size", "0"],
+    ));
     assert_fails_with(&output, &["--batch-size", "at least 1"]);
 
-    let output = run(&train_args(m, o, &["--iterations", "1", "--batch-size", "31"]));
+    let output = run(&train_args(
+        m,
+        o,
+        &["--iterations", "1", "--batch-size", "31"],
+    ));
     assert_fails_with(&output, &["batch size 31", "larger than the dataset", "30"]);
 
     let output = run(&train_args(m, o, &["--iterations", "1", "--device", "tpu"]));
     assert_fails_with(&output, &["unknown device `tpu`", "cuda:N"]);
 
-    let output = run(&train_args(m, o, &["--iterations", "1", "--device", "cuda:x"]));
+    let output = run(&train_args(
+        m,
+        o,
+        &["--iterations", "1", "--device", "cuda:x"],
+    ));
     assert_fails_with(&output, &["cuda:x"]);
 
-    let output = run(&train_args(m, o, &["--iterations", "1", "--time-limit", "soon"]));
+    let output = run(&train_args(
+        m,
+        o,
+        &["--iterations", "1", "--time-limit", "soon"],
+    ));
     assert_fails_with(&output, &["soon"]);
 
     let output = run(&["train", "gan", "--margin", "3", "--iterations", "1"]);
@@ -98,7 +139,11 @@ fn an_unwritable_output_folder_is_refused() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
     let out = file.join("out");
-    let output = run(&train_args(mnist.to_str().unwrap(), out.to_str().unwrap(), &["--iterations", "1"]));
+    let output = run(&train_args(
+        mnist.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--iterations", "1"],
+    ));
     assert_fails_with(&output, &["a-file", "--out"]);
 }
 
@@ -110,8 +155,20 @@ fn an_empty_image_folder_is_refused() {
     std::fs::write(images.join("notes.txt"), b"no images here").unwrap();
     let out = dir.path().join("out");
     let output = run(&[
-        "train", "ebgan", "--dataset", "folder", "--data-dir", images.to_str().unwrap(), "--image-size", "16",
-        "--iterations", "1", "--out", out.to_str().unwrap(), "--device", "cpu",
+        "train",
+        "ebgan",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        images.to_str().unwrap(),
+        "--image-size",
+        "16",
+        "--iterations",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert_fails_with(&output, &[images.to_str().unwrap(), "no"]);
 }
@@ -119,7 +176,11 @@ fn an_empty_image_folder_is_refused() {
 /// Trains a tiny run for 3 iterations and returns its final snapshot.
 fn tiny_snapshot(dir: &Path, mnist: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(name);
-    let output = run(&train_args(mnist.to_str().unwrap(), out.to_str().unwrap(), &[&["--iterations", "3"], extra].concat()));
+    let output = run(&train_args(
+        mnist.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &[&["--iterations", "3"], extra].concat(),
+    ));
     assert!(output.status.success(), "{}", stderr(&output));
     out.join("snapshot_iter_3")
 }
@@ -136,43 +197,120 @@ fn corrupt_and_mismatched_snapshots_are_refused() {
     let corrupt = dir.path().join("corrupt/snapshot_iter_3");
     std::fs::create_dir_all(&corrupt).unwrap();
     std::fs::copy(small.join("state.json"), corrupt.join("state.json")).unwrap();
-    std::fs::write(corrupt.join("state.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
-    let output = run(&train_args(m, dir.path().join("c").to_str().unwrap(), &["--iterations", "5", "--resume", corrupt.to_str().unwrap()]));
+    std::fs::write(
+        corrupt.join("state.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
+    )
+    .unwrap();
+    let output = run(&train_args(
+        m,
+        dir.path().join("c").to_str().unwrap(),
+        &["--iterations", "5", "--resume", corrupt.to_str().unwrap()],
+    ));
     assert_fails_with(&output, &["corrupt", "snapshot_iter_3"]);
-    let output = run(&["sample", "--snapshot", corrupt.to_str().unwrap(), "--n", "2", "--out", dir.path().join("x.npy").to_str().unwrap()]);
+    let output = run(&[
+        "sample",
+        "--snapshot",
+        corrupt.to_str().unwrap(),
+        "--n",
+        "2",
+        "--out",
+        dir.path().join("x.npy").to_str().unwrap(),
+    ]);
     assert_fails_with(&output, &["corrupt"]);
     assert!(!dir.path().join("x.npy").exists());
 
     // Corrupt JSON.
-    std::fs::copy(small.join("state.safetensors"), corrupt.join("state.safetensors")).unwrap();
+    std::fs::copy(
+        small.join("state.safetensors"),
+        corrupt.join("state.safetensors"),
+    )
+    .unwrap();
     std::fs::write(corrupt.join("state.json"), b"{\"format\": ").unwrap();
-    let output = run(&train_args(m, dir.path().join("c").to_str().unwrap(), &["--iterations", "5", "--resume", corrupt.to_str().unwrap()]));
+    let output = run(&train_args(
+        m,
+        dir.path().join("c").to_str().unwrap(),
+        &["--iterations", "5", "--resume", corrupt.to_str().unwrap()],
+    ));
     assert_fails_with(&output, &["corrupt", "state.json"]);
 
     // Tensors of another architecture under this run's configuration.
     let mixed = dir.path().join("mixed/snapshot_iter_3");
     std::fs::create_dir_all(&mixed).unwrap();
     std::fs::copy(small.join("state.json"), mixed.join("state.json")).unwrap();
-    std::fs::copy(wide.join("state.safetensors"), mixed.join("state.safetensors")).unwrap();
-    let output = run(&train_args(m, dir.path().join("m").to_str().unwrap(), &["--iterations", "5", "--resume", mixed.to_str().unwrap()]));
+    std::fs::copy(
+        wide.join("state.safetensors"),
+        mixed.join("state.safetensors"),
+    )
+    .unwrap();
+    let output = run(&train_args(
+        m,
+        dir.path().join("m").to_str().unwrap(),
+        &["--iterations", "5", "--resume", mixed.to_str().unwrap()],
+    ));
     assert_fails_with(&output, &["different architecture"]);
-    let output = run(&["sample", "--snapshot", mixed.to_str().unwrap(), "--n", "2", "--out", dir.path().join("y.npy").to_str().unwrap()]);
+    let output = run(&[
+        "sample",
+        "--snapshot",
+        mixed.to_str().unwrap(),
+        "--n",
+        "2",
+        "--out",
+        dir.path().join("y.npy").to_str().unwrap(),
+    ]);
     assert_fails_with(&output, &["different architecture"]);
 
     // Resuming with flags that change the model.
-    let output = run(&train_args(m, dir.path().join("s").to_str().unwrap(), &["--iterations", "5", "--units-d", "12", "--resume", small.to_str().unwrap()]));
+    let output = run(&train_args(
+        m,
+        dir.path().join("s").to_str().unwrap(),
+        &[
+            "--iterations",
+            "5",
+            "--units-d",
+            "12",
+            "--resume",
+            small.to_str().unwrap(),
+        ],
+    ));
     assert_fails_with(&output, &["resumed run keeps the configuration"]);
 
     // A GAN snapshot given to `train ebgan`.
     let gan_out = dir.path().join("gan");
-    let mut args = vec!["train", "gan", "--data-dir", m, "--out", gan_out.to_str().unwrap(), "--iterations", "2"];
+    let mut args = vec![
+        "train",
+        "gan",
+        "--data-dir",
+        m,
+        "--out",
+        gan_out.to_str().unwrap(),
+        "--iterations",
+        "2",
+    ];
     args.extend_from_slice(TINY);
     assert!(run(&args).status.success());
-    let output = run(&train_args(m, dir.path().join("g").to_str().unwrap(), &["--iterations", "5", "--resume", gan_out.join("snapshot_iter_2").to_str().unwrap()]));
+    let output = run(&train_args(
+        m,
+        dir.path().join("g").to_str().unwrap(),
+        &[
+            "--iterations",
+            "5",
+            "--resume",
+            gan_out.join("snapshot_iter_2").to_str().unwrap(),
+        ],
+    ));
     assert_fails_with(&output, &["gan"]);
 
     // Nothing to resume from.
-    let output = run(&train_args(m, dir.path().join("empty").to_str().unwrap(), &["--iterations", "5", "--resume"]));
+    let output = run(&train_args(
+        m,
+        dir.path().join("empty").to_str().unwrap(),
+        &["--iterations", "5", "--resume"],
+    ));
     assert_fails_with(&output, &["no snapshot"]);
-    assert!(temporaries(dir.path()).is_empty(), "{:?}", temporaries(dir.path()));
+    assert!(
+        temporaries(dir.path()).is_empty(),
+        "{:?}",
+        temporaries(dir.path())
+    );
 }

@@ -18,11 +18,21 @@ fn cargo_xtask_train_ebgan_trains_the_seed_preset() {
     let output = std::process::Command::new(cargo)
         .current_dir(&root)
         .env("MNIST_DIR", &mnist)
-        .args(["xtask", "train-ebgan", "--iterations", "2", "--out", out.to_str().unwrap(), "--device", "cpu"])
+        .args([
+            "xtask",
+            "train-ebgan",
+            "--iterations",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let args: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("args.json")).unwrap()).unwrap();
+    let args: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("args.json")).unwrap()).unwrap();
     let config = &args["config"];
     assert_eq!(config["preset"], "seed");
     assert_eq!(config["model"]["model"]["gen"]["units"], 3200);

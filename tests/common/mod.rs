@@ -26,7 +26,10 @@ pub fn stderr(output: &Output) -> String {
 /// Asserts a clean failure: non-zero exit, the expected words, no panic.
 pub fn assert_fails_with(output: &Output, needles: &[&str]) {
     let err = stderr(output);
-    assert!(!output.status.success(), "expected failure, got success; stderr:\n{err}");
+    assert!(
+        !output.status.success(),
+        "expected failure, got success; stderr:\n{err}"
+    );
     assert!(!err.contains("panicked"), "kusari panicked:\n{err}");
     for needle in needles {
         assert!(
@@ -65,7 +68,10 @@ pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".tmp")) {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".tmp"))
+        {
             found.push(path.clone());
         }
         if path.is_dir() {
@@ -88,7 +94,11 @@ pub fn read_npy_u8(path: &Path) -> (Vec<usize>, Vec<u8>) {
         ),
         v => panic!("unknown npy version {v}"),
     };
-    assert_eq!((start + header_len) % 64, 0, "npy data must be 64-byte aligned");
+    assert_eq!(
+        (start + header_len) % 64,
+        0,
+        "npy data must be 64-byte aligned"
+    );
     let header = std::str::from_utf8(&bytes[start..start + header_len]).expect("ascii header");
     assert!(header.contains("'descr': '|u1'"), "{header}");
     assert!(header.contains("'fortran_order': False"), "{header}");

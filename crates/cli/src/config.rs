@@ -66,17 +66,19 @@ impl RunConfig {
                 width: data.image_size as usize,
             },
         };
-        let mut model = Config::default();
-        model.model = match arch {
-            Arch::Mlp => ModelConfig {
-                image,
-                ..ModelConfig::default()
+        let mut model = Config {
+            model: match arch {
+                Arch::Mlp => ModelConfig {
+                    image,
+                    ..ModelConfig::default()
+                },
+                Arch::Conv => ModelConfig::conv(image),
             },
-            Arch::Conv => ModelConfig::conv(image),
-        };
-        model.objective = match kind {
-            ModelKind::Gan => Objective::Gan,
-            ModelKind::Ebgan => Objective::Ebgan(EbganConfig::default()),
+            objective: match kind {
+                ModelKind::Gan => Objective::Gan,
+                ModelKind::Ebgan => Objective::Ebgan(EbganConfig::default()),
+            },
+            ..Config::default()
         };
         let mut length = Length {
             epochs: Some(500.0),

@@ -87,11 +87,11 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
     }
 }
 
+/// A snapshot to resume from: its path and contents.
+type Resume = Option<(PathBuf, State)>;
+
 /// The run's configuration, output folder, and the snapshot to resume from.
-fn resolve(
-    args: &TrainArgs,
-    device: &Device,
-) -> Result<(RunConfig, PathBuf, Option<(PathBuf, State)>)> {
+fn resolve(args: &TrainArgs, device: &Device) -> Result<(RunConfig, PathBuf, Resume)> {
     let Some(resume) = &args.resume else {
         let arch = match &args.arch {
             Some(a) => a.parse()?,
@@ -255,7 +255,7 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
         trainer.extend(ReconstructedImages::new(ae.clone(), images, range)?);
     }
     if config.eval_every_epochs > 0.0 {
-        bail!("--eval-every is not available yet");
+        crate::evaluate::add_evaluator(trainer, config, nets)?;
     }
     Ok(())
 }
