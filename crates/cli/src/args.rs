@@ -85,7 +85,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Preset::Seed)]
     pub preset: Preset,
 
-    /// Network family: fully connected (the seed's) or convolutional (DCGAN-style).
+    /// Network family: fully connected (the seed's) or convolutional (DCGAN-style) [default: mlp].
     #[arg(long, value_parser = ["mlp", "conv"])]
     pub arch: Option<String>,
 
@@ -109,6 +109,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
 
+    /// Where the training images come from [default: mnist].
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetKind>,
 
@@ -140,16 +141,17 @@ pub struct TrainArgs {
     #[arg(long)]
     pub pt_weight: Option<f64>,
 
-    /// Pull-away term: paper (cos², i≠j, 1/N(N−1)), blog (cos², diagonal kept, 1/N²), unsquared (cos).
+    /// Pull-away term: paper (cos², i≠j, 1/N(N−1)), blog (cos², diagonal kept, 1/N²), unsquared
+    /// (cos) [preset: paper].
     #[arg(long, value_parser = ["paper", "blog", "unsquared"])]
     pub pt_variant: Option<String>,
 
     /// How D batch-normalizes real and fake: joint (one batch), separate, or real-stats
-    /// (fake normalized with the real batch's statistics).
+    /// (fake normalized with the real batch's statistics) [preset: separate, as the seed called D twice].
     #[arg(long, value_parser = ["joint", "separate", "real-stats"])]
     pub bn: Option<String>,
 
-    /// G's output activation.
+    /// G's output activation; sigmoid trains on pixels in [0, 1], the others on [−1, 1] [preset: identity].
     #[arg(long, value_parser = ["identity", "tanh", "sigmoid"])]
     pub output_activation: Option<String>,
 
