@@ -194,6 +194,10 @@ pub struct TrainArgs {
     /// Print a log row (and write the log) every N epochs [default: 1].
     #[arg(long)]
     pub log_every: Option<f64>,
+
+    /// Write a log entry every N iterations instead (e.g. to compare devices step by step).
+    #[arg(long, conflicts_with = "log_every")]
+    pub log_every_iterations: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -221,7 +221,10 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     nets: &Nets,
     dataset: &ArrayDataset,
 ) -> Result<()> {
-    let log_every = IntervalTrigger::epochs(config.log_every_epochs);
+    let log_every = match config.log_every_iterations {
+        Some(n) => IntervalTrigger::iterations(n),
+        None => IntervalTrigger::epochs(config.log_every_epochs),
+    };
     let log = LogReport::new().trigger(log_every);
     let entries = log.entries();
     let progress = ProgressBar::new();
