@@ -48,6 +48,9 @@ pub struct RunConfig {
     pub snapshot_every_epochs: f64,
     pub keep_snapshots: usize,
     pub log_every_epochs: f64,
+    /// When set, log every this many iterations instead of `log_every_epochs`.
+    #[serde(default)]
+    pub log_every_iterations: Option<u64>,
     pub eval_every_epochs: f64,
     pub eval_samples: usize,
 }
@@ -66,17 +69,19 @@ impl RunConfig {
                 width: data.image_size as usize,
             },
         };
-        let mut model = Config::default();
-        model.model = match arch {
-            Arch::Mlp => ModelConfig {
-                image,
-                ..ModelConfig::default()
+        let mut model = Config {
+            model: match arch {
+                Arch::Mlp => ModelConfig {
+                    image,
+                    ..ModelConfig::default()
+                },
+                Arch::Conv => ModelConfig::conv(image),
             },
-            Arch::Conv => ModelConfig::conv(image),
-        };
-        model.objective = match kind {
-            ModelKind::Gan => Objective::Gan,
-            ModelKind::Ebgan => Objective::Ebgan(EbganConfig::default()),
+            objective: match kind {
+                ModelKind::Gan => Objective::Gan,
+                ModelKind::Ebgan => Objective::Ebgan(EbganConfig::default()),
+            },
+            ..Config::default()
         };
         let mut length = Length {
             epochs: Some(500.0),
@@ -101,6 +106,7 @@ impl RunConfig {
             snapshot_every_epochs: 1.0,
             keep_snapshots: 3,
             log_every_epochs: 1.0,
+            log_every_iterations: None,
             eval_every_epochs: 0.0,
             eval_samples: 10_000,
         }
@@ -273,6 +279,13 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
     }
     if let Some(v) = args.log_every {
         config.log_every_epochs = v;
+        config.log_every_iterations = None;
+    }
+    if let Some(v) = args.log_every_iterations {
+        if v == 0 {
+            bail!("--log-every-iterations must be at least 1");
+        }
+        config.log_every_iterations = Some(v);
     }
     if let Some(v) = args.eval_every {
         config.eval_every_epochs = v;

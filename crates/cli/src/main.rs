@@ -3,6 +3,7 @@
 
 mod args;
 mod config;
+mod evaluate;
 mod presets;
 mod sample;
 mod train;
@@ -19,9 +20,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Train(args) => train::run(args).map(|_| ()),
         Command::Sample(args) => sample::run(args),
-        Command::Eval(_) | Command::TrainClassifier(_) => {
-            Err(anyhow::anyhow!("this command is not available yet"))
-        }
+        Command::Eval(args) => evaluate::run_eval(args),
+        Command::TrainClassifier(args) => evaluate::run_train_classifier(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,11 +87,11 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
     }
 }
 
+/// A snapshot to resume from: its path and contents.
+type Resume = Option<(PathBuf, State)>;
+
 /// The run's configuration, output folder, and the snapshot to resume from.
-fn resolve(
-    args: &TrainArgs,
-    device: &Device,
-) -> Result<(RunConfig, PathBuf, Option<(PathBuf, State)>)> {
+fn resolve(args: &TrainArgs, device: &Device) -> Result<(RunConfig, PathBuf, Resume)> {
     let Some(resume) = &args.resume else {
         let arch = match &args.arch {
             Some(a) => a.parse()?,
@@ -115,7 +115,17 @@ fn resolve(
         }
         return Ok((config, out, None));
     };
-    let (path, out) = if resume.as_os_str().is_empty() {
+    let (path, out) = if let Some(resume) = resume {
+        let out = match &args.out {
+            Some(out) => out.clone(),
+            None => resume
+                .parent()
+                .map(Path::to_path_buf)
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from(".")),
+        };
+        (resume.clone(), out)
+    } else {
         let Some(out) = &args.out else {
             bail!("--resume without a path resumes the newest snapshot in --out; give --out DIR or a snapshot path");
         };
@@ -126,16 +136,6 @@ fn resolve(
             );
         };
         (path, out.clone())
-    } else {
-        let out = match &args.out {
-            Some(out) => out.clone(),
-            None => resume
-                .parent()
-                .map(Path::to_path_buf)
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or_else(|| PathBuf::from(".")),
-        };
-        (resume.clone(), out)
     };
     let state = State::load(&path, device)?;
     let mut config = config_from_snapshot(&state, &path)?;
@@ -221,7 +221,10 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     nets: &Nets,
     dataset: &ArrayDataset,
 ) -> Result<()> {
-    let log_every = IntervalTrigger::epochs(config.log_every_epochs);
+    let log_every = match config.log_every_iterations {
+        Some(n) => IntervalTrigger::iterations(n),
+        None => IntervalTrigger::epochs(config.log_every_epochs),
+    };
     let log = LogReport::new().trigger(log_every);
     let entries = log.entries();
     let progress = ProgressBar::new();
@@ -255,7 +258,7 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
         trainer.extend(ReconstructedImages::new(ae.clone(), images, range)?);
     }
     if config.eval_every_epochs > 0.0 {
-        bail!("--eval-every is not available yet");
+        crate::evaluate::add_evaluator(trainer, config, nets)?;
     }
     Ok(())
 }

@@ -49,6 +49,7 @@
 
 pub mod config;
 pub mod ebgan;
+pub mod eval;
 pub mod extensions;
 pub mod fast;
 pub mod gan;

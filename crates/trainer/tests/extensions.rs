@@ -237,7 +237,9 @@ fn resumed_run_continues_exactly() -> Result<()> {
     assert_eq!(second.updater().iteration(), 15);
 
     let resumed_log = read_log(&resumed.path().join("log"))?;
-    assert_eq!(resumed_log.len(), 3);
+    // Entries at 4, 8, 12, and the completed run's last stretch (13–15).
+    assert_eq!(resumed_log.len(), 4);
+    assert_eq!(resumed_log[3]["iteration"], 15);
     assert_eq!(without_elapsed(resumed_log), without_elapsed(straight_log));
     assert_eq!(weight(&params)?, straight_w);
     Ok(())

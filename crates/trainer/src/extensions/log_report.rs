@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
 
-use crate::extension::{Context, Extension};
+use crate::extension::{Context, Ending, Extension};
 use crate::fsutil::write_atomic;
 use crate::reporter::{DictSummary, SummaryState};
 use crate::state::State;
@@ -78,7 +78,9 @@ impl LogEntries {
 /// with its default trigger and give the logging interval with
 /// [`LogReport::trigger`] (default: every epoch). The file is rewritten
 /// atomically at each interval. Entries and the partial interval go into
-/// snapshots, so a resumed run's log continues seamlessly.
+/// snapshots, so a resumed run's log continues seamlessly. When the run
+/// completes in the middle of an interval, the partial interval becomes a
+/// last entry.
 pub struct LogReport {
     keys: Option<Vec<String>>,
     trigger: Box<dyn Trigger>,
@@ -181,6 +183,17 @@ impl Extension for LogReport {
         self.summary.add(ctx.observation(), self.keys.as_deref())?;
         let fire = self.trigger.check(&ctx.status())?;
         if fire {
+            self.close_interval(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// A run that completes between two intervals (an iteration count or a
+    /// time limit that is not a whole number of epochs) still logs its last
+    /// stretch. Interrupted runs do not, so that a resumed log equals an
+    /// uninterrupted one.
+    fn finalize(&mut self, ctx: &mut Context<'_>, ending: Ending) -> Result<()> {
+        if ending == Ending::Completed && !self.summary.is_empty() {
             self.close_interval(ctx)?;
         }
         Ok(())

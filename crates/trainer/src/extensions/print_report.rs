@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::log_report::{LogEntries, LogEntry};
 use super::AFTER_LOG;
-use crate::extension::{Context, Extension, Priority};
+use crate::extension::{Context, Ending, Extension, Priority};
 
 /// The width of `-1.23457e-05`, the longest `%g` output.
 const MIN_COLUMN_WIDTH: usize = 12;
@@ -118,6 +118,11 @@ impl Extension for PrintReport {
     }
 
     fn call(&mut self, _ctx: &mut Context<'_>) -> Result<()> {
+        self.print_new()
+    }
+
+    /// Prints the entry a completing LogReport adds at the very end.
+    fn finalize(&mut self, _ctx: &mut Context<'_>, _ending: Ending) -> Result<()> {
         self.print_new()
     }
 }

@@ -19,12 +19,14 @@ const FAILURE_PREFIX: &str = "failure_snapshot_iter_";
 /// It runs last on its iteration, so the snapshot holds what every other
 /// extension did then. Each folder appears complete or not at all; older
 /// ones are deleted only after the new one is in place. When the run is
-/// interrupted (Ctrl-C, a stop request) it writes one for the current
+/// interrupted (Ctrl-C, a stop request) or completes (unless
+/// [`Snapshot::on_completion`] says otherwise) it writes one for the current
 /// iteration; when the run fails it writes `OUT/failure_snapshot_iter_N`
 /// for inspection, which [`latest_snapshot`] never picks.
 pub struct Snapshot {
     keep: Option<usize>,
     last_written: Option<u64>,
+    on_completion: bool,
 }
 
 impl Default for Snapshot {
@@ -39,7 +41,16 @@ impl Snapshot {
         Self {
             keep: Some(3),
             last_written: None,
+            on_completion: true,
         }
+    }
+
+    /// Whether a run that completes between two snapshot points writes one
+    /// more for its last iteration (default: yes, so the trained model is
+    /// always there to sample from).
+    pub fn on_completion(mut self, yes: bool) -> Self {
+        self.on_completion = yes;
+        self
     }
 
     /// Keeps the newest `k` snapshots (at least 1).
@@ -116,9 +127,14 @@ impl Extension for Snapshot {
 
     fn finalize(&mut self, ctx: &mut Context<'_>, ending: Ending) -> Result<()> {
         let iteration = ctx.iteration();
-        if ending == Ending::Interrupted && iteration > 0 && self.last_written != Some(iteration) {
+        let wanted = match ending {
+            Ending::Interrupted => true,
+            Ending::Completed => self.on_completion,
+            Ending::Failed => false,
+        };
+        if wanted && iteration > 0 && self.last_written != Some(iteration) {
             self.write_regular(ctx)?;
-            tracing::info!("interrupted: snapshot written at iteration {iteration}");
+            tracing::info!("{ending:?}: snapshot written at iteration {iteration}");
         }
         Ok(())
     }

@@ -1,0 +1,252 @@
+//! End to end on real MNIST (runs when `MNIST_DIR` is set): a short training
+//! run's outputs, `kusari sample`, and exact resume after SIGKILL.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A small EBGAN-PT that trains an MNIST epoch (600 iterations) in seconds.
+const SMALL: &[&str] = &[
+    "--units-g",
+    "128",
+    "--units-d",
+    "64",
+    "--batch-size",
+    "100",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
+];
+
+fn train(out: &Path, mnist: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "ebgan",
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        mnist.to_str().unwrap(),
+    ];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn two_epochs_write_log_images_snapshot_and_samples() {
+    let Some(mnist) = mnist_dir("two_epochs_write_log_images_snapshot_and_samples") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = train(&out, &mnist, &["--epochs", "2"]);
+    assert!(
+        output.status.success(),
+        "training failed:\n{}",
+        stderr(&output)
+    );
+
+    let log = read_log(&out);
+    assert_eq!(log.len(), 2, "one entry per epoch");
+    for (i, entry) in log.iter().enumerate() {
+        for key in [
+            "epoch",
+            "iteration",
+            "elapsed_time",
+            "dis/loss",
+            "gen/loss",
+            "gen/pt",
+        ] {
+            assert!(
+                entry.get(key).is_some_and(|v| v.is_number()),
+                "entry {i} lacks {key}: {entry:?}"
+            );
+        }
+        assert_eq!(entry["epoch"].as_u64(), Some(i as u64 + 1));
+        assert_eq!(entry["iteration"].as_u64(), Some(600 * (i as u64 + 1)));
+    }
+    // 100 tiles of 28×28 in a 10×10 grid with 1-pixel gaps.
+    for epoch in [1, 2] {
+        assert_eq!(
+            png_size(&out.join(format!("generated_epoch{epoch}.png"))),
+            (289, 289)
+        );
+        let (w, h) = png_size(&out.join(format!("reconstructed_epoch{epoch}.png")));
+        assert_eq!(
+            (w, h),
+            (289, 20 * 29 - 1),
+            "originals and reconstructions interleaved"
+        );
+    }
+    assert_eq!(png_size(&out.join("loss.png")), (640, 480));
+    let args: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("args.json")).unwrap()).unwrap();
+    assert_eq!(args["config"]["model"]["model"]["gen"]["units"], 128);
+    let snapshot = out.join("snapshot_iter_1200");
+    assert!(
+        snapshot.join("state.safetensors").exists(),
+        "a snapshot of the last epoch"
+    );
+    assert!(temporaries(&out).is_empty(), "{:?}", temporaries(&out));
+
+    let npy = dir.path().join("samples.npy");
+    let output = run(&[
+        "sample",
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+        "--n",
+        "37",
+        "--out",
+        npy.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (shape, data) = read_npy_u8(&npy);
+    assert_eq!(shape, vec![37, 28, 28]);
+    assert!(
+        data.iter().any(|&b| b > 128) && data.iter().any(|&b| b < 128),
+        "samples are not blank"
+    );
+
+    // The same seed gives the same samples; numpy reads the file if it is installed.
+    let again = dir.path().join("again.npy");
+    let output = run(&[
+        "sample",
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+        "--n",
+        "37",
+        "--out",
+        again.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(output.status.success());
+    assert_eq!(read_npy_u8(&again).1, data);
+    let numpy = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, numpy; a = numpy.load(sys.argv[1]); print(a.dtype, a.shape)",
+            npy.to_str().unwrap(),
+        ])
+        .output();
+    match numpy {
+        Ok(o) if o.status.success() => {
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout).trim(),
+                "uint8 (37, 28, 28)"
+            );
+        }
+        _ => eprintln!("numpy is not installed: the .npy file was checked against the format only"),
+    }
+}
+
+fn model_tensors(snapshot: &Path) -> Vec<(String, Vec<f32>)> {
+    let state = kusari_trainer::State::load(snapshot, &candle_core::Device::Cpu).unwrap();
+    let mut out = vec![];
+    for (name, tensor) in state.tensors() {
+        if name.starts_with("updater/models/") || name.starts_with("updater/optimizers/") {
+            out.push((
+                name.clone(),
+                tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            ));
+        }
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+fn without_time(
+    log: Vec<serde_json::Map<String, serde_json::Value>>,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    log.into_iter()
+        .map(|mut e| {
+            e.remove("elapsed_time");
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_exactly() {
+    let Some(mnist) = mnist_dir("a_run_killed_mid_epoch_resumes_exactly") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let output = train(&whole, &mnist, &["--epochs", "3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let killed = dir.path().join("killed");
+    let mut args = vec![
+        "train",
+        "ebgan",
+        "--out",
+        killed.to_str().unwrap(),
+        "--data-dir",
+        mnist.to_str().unwrap(),
+        "--epochs",
+        "3",
+    ];
+    args.extend_from_slice(SMALL);
+    let start = Instant::now();
+    let mut child = kusari()
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = killed.join("snapshot_iter_600");
+    while !first.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no snapshot after 10 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first snapshot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A third of an epoch into epoch 2.
+    std::thread::sleep(start.elapsed() / 3);
+    child.kill().unwrap(); // SIGKILL: no cleanup runs.
+    child.wait().unwrap();
+    assert!(
+        !killed.join("snapshot_iter_1200").exists(),
+        "killed too late: epoch 2 had finished"
+    );
+
+    let mut args = vec![
+        "train",
+        "ebgan",
+        "--out",
+        killed.to_str().unwrap(),
+        "--data-dir",
+        mnist.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--resume",
+    ];
+    args.extend_from_slice(SMALL);
+    let output = run(&args);
+    assert!(
+        output.status.success(),
+        "resume failed:\n{}",
+        stderr(&output)
+    );
+
+    assert_eq!(
+        without_time(read_log(&killed)),
+        without_time(read_log(&whole))
+    );
+    assert_eq!(
+        model_tensors(&killed.join("snapshot_iter_1800")),
+        model_tensors(&whole.join("snapshot_iter_1800"))
+    );
+}
