@@ -60,23 +60,35 @@ pub struct FastEbgan {
     profile: Profile,
 }
 
-/// The pool the step runs in when called from outside any rayon pool. The
-/// thread that first steps becomes one of its workers, so its many short
-/// parallel sections start without handing work to another thread and
-/// waiting to be woken each time (which costs milliseconds per step on a
-/// small VM). Its size is rayon's default (`RAYON_NUM_THREADS` or the CPU
-/// count).
-fn pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(rayon::current_num_threads())
-            .thread_name(|i| format!("kusari-fast-{i}"))
-            .use_current_thread()
-            .build()
-            .ok()
+/// Runs `f` in a rayon pool that the calling thread belongs to, so the
+/// step's many short parallel sections start without handing work to
+/// another thread and waiting to be woken each time (which costs
+/// milliseconds per step on a small VM). Each thread that steps gets its own
+/// pool, sized like rayon's default (`RAYON_NUM_THREADS` or the CPU count);
+/// inside a pool already (a caller chose the threads), or with one thread,
+/// `f` runs as it is.
+fn in_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    thread_local! {
+        static POOL: std::cell::OnceCell<Option<rayon::ThreadPool>> =
+            const { std::cell::OnceCell::new() };
+    }
+    if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
+        return f();
+    }
+    POOL.with(|pool| {
+        let pool = pool.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(rayon::current_num_threads())
+                .thread_name(|i| format!("kusari-fast-{i}"))
+                .use_current_thread()
+                .build()
+                .ok()
+        });
+        match pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     })
-    .as_ref()
 }
 
 #[derive(Default)]
@@ -188,11 +200,7 @@ impl FastEbgan {
         rng: &mut Rng,
         optimizers: &mut Optimizers,
     ) -> Result<FastLosses> {
-        // Inside a pool already (a caller chose the threads): run there.
-        match pool().filter(|_| rayon::current_thread_index().is_none()) {
-            Some(pool) => pool.install(|| self.step_here(real, rng, optimizers)),
-            None => self.step_here(real, rng, optimizers),
-        }
+        in_own_pool(|| self.step_here(real, rng, optimizers))
     }
 
     fn step_here(
