@@ -2,6 +2,9 @@
 //!
 //! - `train-ebgan [ARGS…]` / `train-gan [ARGS…]`: build the release binary and
 //!   run `kusari train ebgan|gan --preset seed ARGS…` (later flags override the preset).
+//! - `experiment <bn|activation|pt|margin> [OPTIONS] [-- FLAGS…]`: train a
+//!   grid of configurations × seeds on MNIST, judge each, and write
+//!   `docs/results/<name>.md` with a table, a plot and the raw numbers.
 //! - `build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]`: fetch the
 //!   CUDA 13.0 toolkit from PyPI wheels into `.cuda/` and build the release
 //!   binary with Candle's CUDA backend into `target/cuda` (see `docs/cuda.md`).
@@ -9,6 +12,7 @@
 mod build_cuda;
 mod cuda_stub;
 mod cuda_wheels;
+mod experiment;
 mod train;
 
 use std::path::PathBuf;
@@ -32,6 +36,9 @@ fn usage() -> &'static str {
 commands:
   train-ebgan [ARGS…]   build kusari (release) and train the seed EBGAN; ARGS go to `kusari train`
   train-gan [ARGS…]     the same for the seed GAN
+  experiment <bn|activation|pt|margin> [--seeds N] [--epochs E] [--runs-dir DIR] [--doc FILE] [-- FLAGS…]
+                        train a grid × seeds on MNIST ($MNIST_DIR) with the release kusari and
+                        write docs/results/<name>.md/.png/.json; rerun to resume
   build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]
                         fetch CUDA 13.0 from PyPI wheels into .cuda/ and build kusari
                         (release, --features cuda) into target/cuda; see docs/cuda.md"
@@ -47,6 +54,7 @@ fn run() -> Result<ExitCode> {
     match command.as_str() {
         "train-ebgan" => train::train("ebgan", &rest),
         "train-gan" => train::train("gan", &rest),
+        "experiment" => experiment::experiment(&rest),
         "build-cuda" => build_cuda::build_cuda(&rest).map(|()| ExitCode::SUCCESS),
         "-h" | "--help" | "help" => {
             println!("{}", usage());
