@@ -4,6 +4,9 @@
 //!   run `kusari train ebgan|gan --preset seed ARGS…` (later flags override the preset).
 //! - `bench [--config seed|small|all] [--iters N] [--rounds R] [--compare-torch [PATH]]`:
 //!   time the EBGAN-PT training step (see `docs/performance.md`).
+//! - `experiment <bn|activation|pt|margin> [OPTIONS] [-- FLAGS…]`: train a
+//!   grid of configurations × seeds on MNIST, judge each, and write
+//!   `docs/results/<name>.md` with a table, a plot and the raw numbers.
 //! - `build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]`: fetch the
 //!   CUDA 13.0 toolkit from PyPI wheels into `.cuda/` and build the release
 //!   binary with Candle's CUDA backend into `target/cuda` (see `docs/cuda.md`).
@@ -12,6 +15,7 @@ mod bench;
 mod build_cuda;
 mod cuda_stub;
 mod cuda_wheels;
+mod experiment;
 mod train;
 
 use std::path::PathBuf;
@@ -38,6 +42,9 @@ commands:
   bench [--config seed|small|all] [--iters N] [--rounds R] [--compare-torch [PATH]]
                         time the EBGAN-PT training step (s/iter, images/s, GFLOP/s, peak RSS),
                         alternating with the PyTorch reference; see docs/performance.md
+  experiment <bn|activation|pt|margin> [--seeds N] [--epochs E] [--runs-dir DIR] [--doc FILE] [-- FLAGS…]
+                        train a grid × seeds on MNIST ($MNIST_DIR) with the release kusari and
+                        write docs/results/<name>.md/.png/.json; rerun to resume
   build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]
                         fetch CUDA 13.0 from PyPI wheels into .cuda/ and build kusari
                         (release, --features cuda) into target/cuda; see docs/cuda.md"
@@ -54,6 +61,7 @@ fn run() -> Result<ExitCode> {
         "train-ebgan" => train::train("ebgan", &rest),
         "train-gan" => train::train("gan", &rest),
         "bench" => bench::bench(&rest),
+        "experiment" => experiment::experiment(&rest),
         "build-cuda" => build_cuda::build_cuda(&rest).map(|()| ExitCode::SUCCESS),
         "-h" | "--help" | "help" => {
             println!("{}", usage());

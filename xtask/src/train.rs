@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use crate::{cargo, workspace_root};
 
 /// Builds the release `kusari` binary and returns its path.
-fn build_release() -> Result<PathBuf> {
+pub fn build_release() -> Result<PathBuf> {
     let root = workspace_root();
     let status = cargo()
         .current_dir(&root)
