@@ -80,6 +80,31 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The cargo that runs this xtask.
+/// A `cargo` command for building the workspace from inside xtask.
+///
+/// `cargo run` gives xtask its own package's variables (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, …). Some build scripts (ring's) declare that they
+/// depend on those names, so a nested build that inherited them would see
+/// them "changed" and recompile half the dependency tree that a plain
+/// `cargo build` or `cargo test` had just built. They are removed here.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_package_variable(name) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Whether cargo set `name` for the package it runs (rather than for cargo itself).
+fn is_package_variable(name: &str) -> bool {
+    ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+        )
 }

@@ -167,6 +167,18 @@ pub struct TrainArgs {
     #[arg(long)]
     pub units_d: Option<usize>,
 
+    /// Number of G's hidden layers (MLP only) [preset: 4].
+    #[arg(long)]
+    pub layers_g: Option<usize>,
+
+    /// Number of D's hidden (encoder) layers (MLP only) [preset: 4].
+    #[arg(long)]
+    pub layers_d: Option<usize>,
+
+    /// Dropout ratio after each of D's hidden BatchNorms, in [0, 1); 0 turns it off [preset: 0.5].
+    #[arg(long)]
+    pub dropout: Option<f64>,
+
     /// Adam step size for both G and D [preset: 0.001].
     #[arg(long)]
     pub lr: Option<f64>,

@@ -203,6 +203,15 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
     if let Some(v) = args.units_d {
         model.model.dis.units = v;
     }
+    if let Some(v) = args.layers_g {
+        model.model.gen.layers = v;
+    }
+    if let Some(v) = args.layers_d {
+        model.model.dis.layers = v;
+    }
+    if let Some(v) = args.dropout {
+        model.model.dis.dropout = v;
+    }
     if let Some(v) = &args.output_activation {
         model.model.gen.output = parse_choice("--output-activation", v)?;
     }

@@ -16,6 +16,21 @@ use kusari_trainer::{Rng, Trainer, Updater};
 use crate::args::{EvalArgs, TrainClassifierArgs};
 use crate::config::RunConfig;
 
+/// G's output as the judge must see it: the 8-bit images `kusari sample`
+/// would save, in `[−1, 1]`. An identity-output G strays outside the pixel
+/// range; judging the raw values would score pixels nobody sees (and disagree
+/// with `kusari sample` followed by `kusari eval`).
+fn as_saved_images(images: &Tensor, range: PixelRange) -> Result<Tensor> {
+    let judged = PixelRange::MinusOneOne;
+    let values: Vec<f32> = images
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| judged.to_f32(range.to_u8(v)))
+        .collect();
+    Ok(Tensor::from_vec(values, images.shape(), images.device())?)
+}
+
 /// The noise of the Evaluator's samples comes from this stream of the run's seed.
 const EVAL_STREAM: &str = "eval/z";
 
@@ -95,15 +110,39 @@ pub fn add_evaluator<U: Updater + 'static>(
             done += m;
         }
         let images = Tensor::cat(&parts, 0)?;
-        // The judge sees [−1, 1] pixels.
-        Ok(match range {
-            PixelRange::MinusOneOne => images,
-            PixelRange::ZeroOne => ((images * 2.0)? - 1.0)?,
-        })
+        as_saved_images(&images, range)
     });
     let evaluator = Evaluator::new(sample, judge, reference)
         .with_samples(config.eval_samples)?
         .every_epochs(config.eval_every_epochs)?;
     trainer.extend(evaluator);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn the_judge_sees_the_saved_8_bit_images() -> Result<()> {
+        let raw = Tensor::new(&[[-3.0f32, -1.0, 0.0, 0.5, 1.0, 7.0]], &Device::Cpu)?;
+        let judged = as_saved_images(&raw, PixelRange::MinusOneOne)?.to_vec2::<f32>()?;
+        let expected = [
+            -1.0,
+            -1.0,
+            128.0 / 255.0 * 2.0 - 1.0,
+            191.0 / 255.0 * 2.0 - 1.0,
+            1.0,
+            1.0,
+        ];
+        for (got, want) in judged[0].iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // A sigmoid G's [0, 1] images are judged in [−1, 1].
+        let unit = Tensor::new(&[[0.0f32, 1.0, 2.0]], &Device::Cpu)?;
+        let judged = as_saved_images(&unit, PixelRange::ZeroOne)?.to_vec2::<f32>()?;
+        assert_eq!(judged[0], vec![-1.0, 1.0, 1.0]);
+        Ok(())
+    }
 }

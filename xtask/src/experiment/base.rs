@@ -5,17 +5,15 @@ use super::flags::Flags;
 
 /// `kusari train ebgan` flags of every run (the varied flag is set on top).
 ///
-/// An EBGAN-PT MLP, the seed's recipe at a quarter of its width (G 512,
-/// D 256 instead of 3200/1024) so that the whole `bn` grid — 3 configs × 3
-/// seeds — trains and is judged in under an hour on a 2-core CPU. Every epoch
-/// is judged with 10,000 samples, the same count as the final evaluation, so
-/// the FID curve and the final FID are on one scale (a judgement takes about
-/// 6 s, training an epoch about 105 s).
+/// An EBGAN-PT MLP, the seed's recipe at a sixth of G's width and a quarter
+/// of D's (G 512, D 256 instead of 3200/1024) so that the whole `bn` grid —
+/// 3 configs × 3 seeds — trains and is judged in under an hour on a 2-core
+/// CPU. Every epoch is judged with 10,000 samples, the same count as the
+/// final evaluation, so the FID curve and the final FID are on one scale.
 ///
-/// Measured on the 2-core development machine (AMD EPYC, shared with other
-/// builds, load ≈ 3.5), release build before the MLP speed work: 5.7
-/// iterations/s at 512/256 (≈ 105 s an epoch of 600 iterations); 10.3 it/s
-/// at 256/128 (≈ 58 s). `kusari eval` of 10,000 samples: 6.7 s.
+/// Measured on the 2-core development machine (AMD EPYC Zen 3, shared with
+/// builds): the fast MLP step trains an epoch of 600 iterations in ≈ 23 s at
+/// 512/256; a judgement of 10,000 samples takes ≈ 7 s.
 pub const BASE_FLAGS: &[(&str, &str)] = &[
     ("preset", "seed"),
     ("arch", "mlp"),
@@ -37,9 +35,9 @@ pub const BASE_FLAGS: &[(&str, &str)] = &[
     ("keep-snapshots", "1"),
 ];
 
-/// Training epochs of every run. With [`BASE_FLAGS`] at ≈ 105 s an epoch plus
-/// ≈ 6 s a judgement, a run takes ≈ 5.8 min and the `bn` grid ≈ 52 min.
-pub const BASE_EPOCHS: u32 = 3;
+/// Training epochs of every run. With [`BASE_FLAGS`] at ≈ 23 s an epoch plus
+/// ≈ 7 s a judgement, a run takes ≈ 2.5 min and a 3-config grid ≈ 25 min.
+pub const BASE_EPOCHS: u32 = 5;
 
 /// Flags the experiment sets itself, per run or from its own options; the
 /// `--` overrides may not touch them.
