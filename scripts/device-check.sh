@@ -6,7 +6,7 @@
 #
 # --prepare runs `cargo xtask build-cuda --skip-download` for the kusari binary and
 # for kusari-models' bench_step example and cuda_agreement test, strips the three
-# binaries and packs them (xz) with MNIST and the PyTorch reference into device/
+# binaries and packs them (xz) with libcurand, MNIST and the PyTorch reference into device/
 # (ignored by git; at most 64 MiB so that it can travel with the working tree).
 # It needs .cuda/ (`cargo xtask build-cuda` once), MNIST_DIR (default
 # ../shared/data/mnist) and TORCH_EBGAN (default ../shared/bench/torch_ebgan.py).
@@ -94,15 +94,22 @@ EOF
     cp "$bench" "$stage/bin/bench_step"
     cp "$test" "$stage/bin/cuda_agreement"
     strip "$stage"/bin/*
+    # candle opens a cuRAND generator with every GPU device, and PyTorch's CUDA 13
+    # wheels come without libcurand, so it travels along (132 MB, 43 MB packed).
+    mkdir -p "$stage/lib"
+    cp "$ROOT/.cuda/wheels/nvidia/cu13/lib/libcurand.so.10" "$stage/lib/"
     rm -rf "$DEVICE_DIR.tmp"
     mkdir -p "$DEVICE_DIR.tmp/mnist"
-    tar -C "$stage" -cf - bin | xz -6 -T0 >"$DEVICE_DIR.tmp/bin.tar.xz"
+    # One xz stream with a 64 MiB window: the three binaries share ~50 MB of
+    # candle's PTX, which it then stores once.
+    echo "   packing (xz -9, single-threaded: a few minutes)"
+    tar -C "$stage" -cf - bin lib | xz -9 -T1 >"$DEVICE_DIR.tmp/bundle.tar.xz"
     cp "$mnist"/*-ubyte.gz "$DEVICE_DIR.tmp/mnist/"
     cp "$torch_script" "$DEVICE_DIR.tmp/torch_ebgan.py"
     {
         echo "commit $(git -C "$ROOT" rev-parse HEAD)$(git -C "$ROOT" diff --quiet HEAD || echo ' (with uncommitted changes)')"
         echo "prepared $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-        (cd "$stage" && ls -l bin | awk 'NR > 1 {printf "stripped %s %d bytes\n", $9, $5}')
+        (cd "$stage" && ls -l bin lib | awk 'NF > 8 {printf "%s %d bytes\n", $9, $5}')
     } >"$DEVICE_DIR.tmp/manifest.txt"
     rm -rf "$stage"
     local total
@@ -125,6 +132,15 @@ SKIP=" ${KUSARI_CHECK_SKIP:-} "
 read -r -a TRAIN_ARGS <<<"${KUSARI_CHECK_TRAIN_ARGS:-}"
 RESULTS=()
 FAILED=0
+# Every command gets at most its own cap and never runs past 7.5 minutes in all.
+DEADLINE=$((SECONDS + 450))
+
+# The timeout for a command: `cap SECONDS`, cut to the time left.
+cap() {
+    local left=$((DEADLINE - SECONDS))
+    ((left < 1)) && left=1
+    echo $(($1 < left ? $1 : left))
+}
 
 result() {
     RESULTS+=("RESULT $1")
@@ -176,7 +192,7 @@ part_test() {
         return
     fi
     local log="$OUT/cuda_agreement.txt"
-    timeout 120 "$BIN/cuda_agreement" --nocapture --test-threads 1 2>&1 | tee "$log"
+    timeout "$(cap 120)" "$BIN/cuda_agreement" --nocapture --test-threads 1 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     if ((rc != 0)); then
         result "test: FAIL (exit $rc, see cuda_agreement.txt)"
@@ -198,7 +214,7 @@ part_agreement() {
         [[ $run == cpu-reference ]] && step=reference
         [[ $run == cpu-* ]] || device="$GPU"
         echo "-- $run"
-        KUSARI_STEP=$step timeout 150 "$BIN/kusari" --log-level warn train ebgan \
+        KUSARI_STEP=$step timeout "$(cap 150)" "$BIN/kusari" --log-level warn train ebgan \
             --data-dir "$MNIST" --seed 1 --iterations 5 --log-every-iterations 1 \
             --device "$device" --out "$WORK/agreement-$run" "${TRAIN_ARGS[@]}" \
             >"$WORK/agreement-$run.txt" 2>&1 || {
@@ -261,7 +277,7 @@ part_bench() {
     local iters="${KUSARI_CHECK_BENCH_ITERS:-50}" rounds="${KUSARI_CHECK_BENCH_ROUNDS:-3}"
     local round kusari_times=() torch_times=() line
     for ((round = 1; round <= rounds; round++)); do
-        line="$(timeout 100 "$BIN/bench_step" --config "$config" --device "$GPU" \
+        line="$(timeout "$(cap 100)" "$BIN/bench_step" --config "$config" --device "$GPU" \
             --mnist "$MNIST" --iters "$iters" --warmup 5 2>&1)" || {
             echo "$line" | tail -10
             result "bench: FAIL (bench_step failed)"
@@ -273,7 +289,7 @@ part_bench() {
         # torch_ebgan.py's arguments: MNIST_DIR iters device (seed widths by default).
         local torch_args=("$MNIST" "$iters" "$GPU")
         [[ $config == small ]] && torch_args+=(400 128)
-        line="$(timeout 100 python3 "$DEVICE_DIR/torch_ebgan.py" "${torch_args[@]}" 2>&1)" || {
+        line="$(timeout "$(cap 100)" python3 "$DEVICE_DIR/torch_ebgan.py" "${torch_args[@]}" 2>&1)" || {
             echo "$line" | tail -10
             result "bench: FAIL (torch_ebgan.py failed)"
             return
@@ -301,7 +317,7 @@ part_epoch() {
     echo
     echo "== (c) one epoch of kusari train ebgan on $GPU"
     local start=$SECONDS
-    timeout 200 "$BIN/kusari" train ebgan --data-dir "$MNIST" --seed 1 --epochs 1 \
+    timeout "$(cap 200)" "$BIN/kusari" train ebgan --data-dir "$MNIST" --seed 1 --epochs 1 \
         --device "$GPU" --out "$WORK/epoch" "${TRAIN_ARGS[@]}" 2>&1 | tee "$WORK/epoch.txt"
     local rc=${PIPESTATUS[0]} seconds=$((SECONDS - start))
     mkdir -p "$OUT/epoch"
@@ -318,7 +334,7 @@ part_epoch() {
 }
 
 check() {
-    [[ -f "$DEVICE_DIR/bin.tar.xz" ]] || die "$DEVICE_DIR/bin.tar.xz is missing: run scripts/device-check.sh --prepare first and carry \`device\`"
+    [[ -f "$DEVICE_DIR/bundle.tar.xz" ]] || die "$DEVICE_DIR/bundle.tar.xz is missing: run scripts/device-check.sh --prepare first and carry \`device\`"
     OUT="${OUT:-$ROOT/device-out}"
     mkdir -p "$OUT" || die "cannot create $OUT"
     exec > >(tee "$OUT/device-check.txt") 2>&1
@@ -335,12 +351,14 @@ check() {
     else
         echo "GPU: none (nvidia-smi not found)"
     fi
-    python3 - "$DEVICE_DIR/bin.tar.xz" "$WORK" <<'EOF' || die "cannot unpack $DEVICE_DIR/bin.tar.xz"
+    python3 - "$DEVICE_DIR/bundle.tar.xz" "$WORK" <<'EOF' || die "cannot unpack $DEVICE_DIR/bundle.tar.xz"
 import sys, tarfile
 with tarfile.open(sys.argv[1]) as t:
     t.extractall(sys.argv[2])
 EOF
     find_cuda_libraries
+    # The packed libcurand comes last: a CUDA 13 copy already on the path wins.
+    export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$WORK/lib"
     local missing
     missing="$(ldd "$BIN/kusari" "$BIN/bench_step" "$BIN/cuda_agreement" | grep 'not found' | sort -u)"
     if [[ -n "$missing" ]]; then
