@@ -20,7 +20,8 @@ const USAGE: &str = "usage: cargo xtask bench [--config seed|small|all] [--iters
   --compare-torch run ../shared/bench/torch_ebgan.py (or PATH) too, alternating with kusari
   --reference     also time kusari's candle-ops reference path (KUSARI_STEP=reference)
   --mnist DIR     MNIST folder (default: $MNIST_DIR, ../shared/data/mnist or data/mnist)
-  --device D      kusari's device (default cpu; cuda needs a CUDA build, see docs/cuda.md)";
+  --device D      the device of both kusari and PyTorch (default cpu; cuda builds kusari
+                  with `cargo xtask build-cuda`, see docs/cuda.md)";
 
 struct Args {
     configs: Vec<&'static str>,
@@ -132,6 +133,17 @@ struct Run {
 }
 
 fn build_child(device: &str) -> Result<PathBuf> {
+    if device.starts_with("cuda") {
+        // Candle's CUDA backend builds only with the toolkit build-cuda sets up.
+        crate::build_cuda::build_cuda(&[
+            "-p".into(),
+            "kusari-models".into(),
+            "--".into(),
+            "--example".into(),
+            "bench_step".into(),
+        ])?;
+        return Ok(workspace_root().join("target/cuda/release/examples/bench_step"));
+    }
     let mut cmd = cargo();
     cmd.current_dir(workspace_root()).args([
         "build",
@@ -141,9 +153,6 @@ fn build_child(device: &str) -> Result<PathBuf> {
         "--example",
         "bench_step",
     ]);
-    if device.starts_with("cuda") {
-        cmd.args(["--features", "kusari-models/cuda"]);
-    }
     if !cmd.status().context("running cargo build")?.success() {
         bail!("building the benchmark failed");
     }
@@ -211,9 +220,11 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Runs the PyTorch script and its peak RSS (the script cannot report it
-/// itself, so a wrapper reads `getrusage` after it finishes).
-fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path) -> Result<Run> {
+/// Runs the PyTorch script on `device` (`cpu`, `cuda` or `cuda:N`, the same
+/// spellings as kusari's; the script's third argument) and its peak RSS (the
+/// script cannot report it itself, so a wrapper reads `getrusage` after it
+/// finishes).
+fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path, device: &str) -> Result<Run> {
     let (ug, ud) = units(config);
     let wrapper = "import resource, runpy, sys\n\
                    sys.argv = sys.argv[1:]\n\
@@ -226,7 +237,7 @@ fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path) -> Result<
         .arg(mnist)
         .args([
             iters.to_string(),
-            "cpu".into(),
+            device.into(),
             ug.to_string(),
             ud.to_string(),
         ])
@@ -263,7 +274,7 @@ fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path) -> Result<
         sec_per_iter: sec,
         peak_rss: rss,
         phases: Vec::new(),
-        label: format!("PyTorch {version} ({threads} threads)"),
+        label: format!("PyTorch {version} on {device} ({threads} threads)"),
     })
 }
 
@@ -347,7 +358,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 false,
             )?];
             if let (Some(script), Some(m)) = (&a.torch, &mnist) {
-                this.push(run_torch(script, config, iters, m)?);
+                this.push(run_torch(script, config, iters, m, &a.device)?);
             }
             if a.reference {
                 this.push(run_kusari(

@@ -124,8 +124,13 @@ fn main() -> Result<()> {
     let iterator = SerialIterator::new(Arc::new(dataset), config.batch_size, true, 0)?;
     let mut updater = nets.updater(&config, iterator, &device, 0)?;
     let observation = Observation::new();
-    let step =
-        |u: &mut kusari_trainer::StandardUpdater<_, _, Core>| scope(&observation, || u.update());
+    // Reading the loss back each step, as the trainer's log does (and the
+    // PyTorch reference's `.item()`), makes a GPU step finish before the next.
+    let step = |u: &mut kusari_trainer::StandardUpdater<_, _, Core>| -> Result<()> {
+        scope(&observation, || u.update())?;
+        observation.scalar("dis/loss")?;
+        Ok(())
+    };
     for _ in 0..args.warmup {
         step(&mut updater)?;
     }
@@ -137,6 +142,7 @@ fn main() -> Result<()> {
     for _ in 0..args.iters {
         step(&mut updater)?;
     }
+    device.synchronize()?;
     let per_iter = start.elapsed().as_secs_f64() / args.iters as f64;
     let cpu_per_iter = cpu_seconds()
         .zip(cpu_start)
