@@ -65,14 +65,15 @@ pub struct FastEbgan {
 /// another thread and waiting to be woken each time (which costs
 /// milliseconds per step on a small VM). Each thread that steps gets its own
 /// pool, sized like rayon's default (`RAYON_NUM_THREADS` or the CPU count);
-/// inside a pool already (a caller chose the threads), or with one thread,
-/// `f` runs as it is.
+/// with one thread the pool is the caller alone, so nothing is handed to
+/// the global pool's worker. Inside a pool already (a caller chose the
+/// threads), `f` runs as it is.
 fn in_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     thread_local! {
         static POOL: std::cell::OnceCell<Option<rayon::ThreadPool>> =
             const { std::cell::OnceCell::new() };
     }
-    if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
+    if rayon::current_thread_index().is_some() {
         return f();
     }
     POOL.with(|pool| {
