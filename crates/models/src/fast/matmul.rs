@@ -5,6 +5,8 @@
 
 use std::marker::PhantomData;
 
+use super::small_gemm;
+
 /// A read-only view of an f32 matrix with arbitrary strides.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
@@ -118,7 +120,8 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// `dst = a · b`, or `dst += a · b` when `accumulate`; one thread.
+/// `dst = a · b`, or `dst += a · b` when `accumulate`; one thread. With
+/// AVX2 at hand [`small_gemm::product`], else the `gemm` crate.
 pub fn gemm(dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
     assert!(
         a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
@@ -141,6 +144,26 @@ pub fn gemm(dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool
                     .fill(0.0);
             }
         }
+        return;
+    }
+    if small_gemm::available() {
+        let o = small_gemm::Operands {
+            m: dst.rows,
+            n: dst.cols,
+            k: a.cols,
+            a: a.ptr,
+            a_rs: a.rs,
+            a_cs: a.cs,
+            b: b.ptr,
+            b_rs: b.rs,
+            b_cs: b.cs,
+            c: dst.ptr,
+            c_rs: dst.rs,
+        };
+        // SAFETY: AVX2 and FMA exist (checked); the views were built from
+        // borrowed slices with checked bounds, dst is borrowed exclusively,
+        // and the shapes agree.
+        unsafe { small_gemm::product(o, accumulate) };
         return;
     }
     // SAFETY: the views were built from borrowed slices with checked

@@ -24,6 +24,7 @@ mod losses;
 mod matmul;
 mod profile;
 mod simd;
+mod small_gemm;
 mod step;
 mod storage;
 #[cfg(test)]
