@@ -19,6 +19,8 @@ use std::arch::x86_64::*;
 const MR: usize = 6;
 /// Columns of C per register tile (two AVX vectors).
 const NR: usize = 16;
+/// Products of A's columns and B's rows summed per pass over C.
+const KC: usize = 256;
 
 /// Whether [`product`] can run here (AVX2 and FMA).
 pub fn available() -> bool {
@@ -67,9 +69,42 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn product(o: Operands, accumulate: bool) {
+    if o.k == 0 {
+        if !accumulate {
+            for i in 0..o.m {
+                // SAFETY: row i of C is writable.
+                unsafe { std::slice::from_raw_parts_mut(o.c.add(i * o.c_rs), o.n) }.fill(0.0);
+            }
+        }
+        return;
+    }
+    // Blocks of k keep A's block in L2 and B's panel in L1; C holds the
+    // running sums between blocks, so the order of additions is unchanged.
+    let mut k0 = 0;
+    while k0 < o.k {
+        let kc = (o.k - k0).min(KC);
+        // SAFETY: columns k0.. of A and rows k0.. of B exist.
+        let block = unsafe {
+            Operands {
+                k: kc,
+                a: o.a.offset(k0 as isize * o.a_cs),
+                b: o.b.offset(k0 as isize * o.b_rs),
+                ..o
+            }
+        };
+        // SAFETY: the caller's contract, restricted to this block.
+        unsafe { product_block(block, accumulate || k0 > 0) };
+        k0 += kc;
+    }
+}
+
+/// [`product`] for `k ≤ KC`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_block(o: Operands, accumulate: bool) {
     PANEL.with(|panel| {
         let mut panel = panel.borrow_mut();
-        panel.resize(o.k.max(1), PanelRow([0.0; NR]));
+        panel.resize(o.k, PanelRow([0.0; NR]));
         let mut j = 0;
         while j < o.n {
             let nr = (o.n - j).min(NR);
@@ -291,6 +326,7 @@ mod tests {
         for (m, k, n) in [
             (1, 1, 1),
             (7, 5, 3),
+            (9, 300, 20),
             (13, 40, 37),
             (100, 33, 112),
             (6, 9, 16),
@@ -358,6 +394,9 @@ mod tests {
             ("wgrad 104x100x256", 104, 100, 256, true, false, 2000),
             ("igrad 100x256x104", 100, 256, 104, false, true, 2000),
             ("wgrad D 200x200x128", 200, 200, 128, true, false, 2000),
+            ("seed fwd 100x3200x256", 100, 3200, 256, false, false, 200),
+            ("seed wgrad 128x100x256", 128, 100, 256, true, false, 2000),
+            ("seed igrad 100x256x128", 100, 256, 128, false, true, 2000),
         ] {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
