@@ -157,7 +157,9 @@ unsafe fn product_block(o: Operands, accumulate: bool) {
 ///
 /// # Safety
 /// Those columns of B's first `panel.len()` rows must be readable.
-#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
 unsafe fn pack(panel: &mut [PanelRow], o: Operands, j: usize, nr: usize) {
     // SAFETY (whole body): the caller's contract.
     unsafe {
@@ -174,19 +176,72 @@ unsafe fn pack(panel: &mut [PanelRow], o: Operands, j: usize, nr: usize) {
                 row.0[nr..].fill(0.0);
             }
         } else {
-            // Column c of the panel is a row of the transposed B: read it
-            // along p, where B's values lie together.
             for row in panel.iter_mut() {
                 row.0[nr..].fill(0.0);
             }
+            // Whole 8 × 8 blocks of a B whose columns are contiguous
+            // (B = Wᵀ): transposed in registers.
+            let (blocks_c, blocks_p) = if o.b_rs == 1 {
+                (nr / 8, panel.len() / 8)
+            } else {
+                (0, 0)
+            };
+            for bc in 0..blocks_c {
+                for bp in 0..blocks_p {
+                    let src = base.offset((8 * bc) as isize * o.b_cs + (8 * bp) as isize);
+                    let mut r = [_mm256_setzero_ps(); 8];
+                    for (c, v) in r.iter_mut().enumerate() {
+                        *v = _mm256_loadu_ps(src.offset(c as isize * o.b_cs));
+                    }
+                    for (i, v) in transpose8(r).iter().enumerate() {
+                        _mm256_storeu_ps(panel[8 * bp + i].0.as_mut_ptr().add(8 * bc), *v);
+                    }
+                }
+            }
+            // The rest one value at a time, along p (where a transposed B's
+            // values lie together).
             for c in 0..nr {
+                let first = if c < 8 * blocks_c { 8 * blocks_p } else { 0 };
                 let col = base.offset(c as isize * o.b_cs);
-                for (p, row) in panel.iter_mut().enumerate() {
+                for (p, row) in panel.iter_mut().enumerate().skip(first) {
                     row.0[c] = *col.offset(p as isize * o.b_rs);
                 }
             }
         }
     }
+}
+
+/// The transpose of the 8 × 8 matrix whose rows are `r`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
 
 /// Stand-in where AVX2 does not exist; [`available`] is false there.
