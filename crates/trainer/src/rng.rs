@@ -148,7 +148,9 @@ impl Rng {
     pub fn fill_dropout_mask(&mut self, out: &mut [f32], ratio: f32) {
         let scale = 1.0 / (1.0 - ratio);
         for x in out {
-            *x = if self.next_f32() >= ratio { scale } else { 0.0 };
+            // A multiply, not a branch: kept draws are a coin flip, which
+            // branch prediction cannot learn.
+            *x = scale * f32::from(u8::from(self.next_f32() >= ratio));
         }
     }
 

@@ -1,33 +1,65 @@
 //! EBGAN's energy and the pull-away term with their gradients, computed as
 //! [`crate::ebgan::energy()`] and [`crate::ebgan::pull_away()`] compute them.
 
+use rayon::prelude::*;
+
 use super::matmul::{gemm, MatMut, MatRef};
+use super::simd::with_avx2;
 use crate::config::PtVariant;
 
 /// Below this norm a code row counts as zero (as in `ebgan::pull_away`).
 const MIN_NORM: f32 = 1e-12;
 
-/// `mean((r − x)²)` over all values (accumulated in f64).
+/// Values per parallel task of the energy: a constant, so the partial sums
+/// and their order never depend on the thread count.
+const CHUNK: usize = 1 << 13;
+
+/// `mean((r − x)²)` over all values (accumulated in f64, eight running sums
+/// per fixed chunk so the additions need not wait on one another).
 pub fn energy(r: &[f32], x: &[f32]) -> f32 {
     assert_eq!(r.len(), x.len());
-    let sum: f64 = r
-        .iter()
-        .zip(x)
-        .map(|(a, b)| {
-            let d = f64::from(*a - *b);
-            d * d
-        })
-        .sum();
-    (sum / r.len() as f64) as f32
+    let partial: Vec<f64> = r
+        .par_chunks(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .map(|(r, x)| with_avx2(|| squared_distance(r, x)))
+        .collect();
+    (partial.iter().sum::<f64>() / r.len() as f64) as f32
+}
+
+/// `Σ (r − x)²` in f64 over eight lanes.
+#[inline(always)]
+fn squared_distance(r: &[f32], x: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let (rc, xc) = (r.chunks_exact(8), x.chunks_exact(8));
+    let tail = rc.remainder().iter().zip(xc.remainder());
+    for (a, b) in rc.zip(xc) {
+        for l in 0..8 {
+            let d = f64::from(a[l] - b[l]);
+            lanes[l] += d * d;
+        }
+    }
+    for (l, (a, b)) in tail.enumerate() {
+        let d = f64::from(*a - *b);
+        lanes[l] += d * d;
+    }
+    lanes.iter().sum()
 }
 
 /// Writes `scale · 2(r − x)/len` — `scale` times the energy's gradient with
-/// respect to `r` — into `out`.
-pub fn energy_grad(r: &[f32], x: &[f32], scale: f32, out: &mut [f32]) {
+/// respect to `r` — into `out`, or adds it to `out` when `add`.
+pub fn energy_grad(r: &[f32], x: &[f32], scale: f32, out: &mut [f32], add: bool) {
+    assert!(r.len() == x.len() && out.len() == r.len());
     let k = (2.0 / r.len() as f64) as f32 * scale;
-    for ((o, a), b) in out.iter_mut().zip(r).zip(x) {
-        *o = (*a - *b) * k;
-    }
+    out.par_chunks_mut(CHUNK)
+        .zip(r.par_chunks(CHUNK).zip(x.par_chunks(CHUNK)))
+        .for_each(|(out, (r, x))| {
+            with_avx2(|| {
+                for ((o, a), b) in out.iter_mut().zip(r).zip(x) {
+                    let g = (*a - *b) * k;
+                    *o = if add { *o + g } else { g };
+                }
+            })
+        });
 }
 
 /// Scratch space for [`pull_away`].
@@ -153,7 +185,7 @@ mod tests {
             "energy",
         );
         let mut g = vec![0f32; rs.len()];
-        energy_grad(&rs, &xs, 1.0, &mut g);
+        energy_grad(&rs, &xs, 1.0, &mut g, false);
         assert_close(&g, &want_g, 1e-5, "energy gradient");
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! The candle-ops path ([`crate::ebgan::EbganUpdater::losses`] and candle's
 //! autograd) stays the reference, the path for conv nets and the CUDA path.
 //! For MLP nets on the CPU, [`FastEbgan`] computes the same step by hand:
-//! `gemm` called directly on fixed blocks split over rayon's threads, fused
+//! matrix products by a small-matrix AVX2 kernel (or `gemm` without AVX2)
+//! on fixed blocks split over rayon's threads, fused
 //! column-parallel kernels for bias, BatchNorm, dropout and activations
 //! (forward and backward), the weight gradient computed tile by tile and
 //! applied by Adam at once, and buffers reused across iterations.
@@ -24,6 +25,7 @@ mod losses;
 mod matmul;
 mod profile;
 mod simd;
+mod small_gemm;
 mod step;
 mod storage;
 #[cfg(test)]

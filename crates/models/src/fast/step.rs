@@ -65,14 +65,15 @@ pub struct FastEbgan {
 /// another thread and waiting to be woken each time (which costs
 /// milliseconds per step on a small VM). Each thread that steps gets its own
 /// pool, sized like rayon's default (`RAYON_NUM_THREADS` or the CPU count);
-/// inside a pool already (a caller chose the threads), or with one thread,
-/// `f` runs as it is.
+/// with one thread the pool is the caller alone, so nothing is handed to
+/// the global pool's worker. Inside a pool already (a caller chose the
+/// threads), `f` runs as it is.
 fn in_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     thread_local! {
         static POOL: std::cell::OnceCell<Option<rayon::ThreadPool>> =
             const { std::cell::OnceCell::new() };
     }
-    if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
+    if rayon::current_thread_index().is_some() {
         return f();
     }
     POOL.with(|pool| {
@@ -283,10 +284,16 @@ impl FastEbgan {
         // Index of L_G's fake rows in the stacked gradient.
         let g_fake = 2 * n + (n - g_offset);
         b.d.resize(total_rows * len, 0.0);
-        energy_grad(r_real, x_real, 1.0, &mut b.d[..n * len]);
-        energy_grad(r_fake, x_fake, fake_scale, &mut b.d[n * len..2 * n * len]);
+        energy_grad(r_real, x_real, 1.0, &mut b.d[..n * len], false);
+        energy_grad(
+            r_fake,
+            x_fake,
+            fake_scale,
+            &mut b.d[n * len..2 * n * len],
+            false,
+        );
         b.d[2 * n * len..g_fake * len].fill(0.0);
-        energy_grad(r_fake, x_fake, 1.0, &mut b.d[g_fake * len..]);
+        energy_grad(r_fake, x_fake, 1.0, &mut b.d[g_fake * len..], false);
         laps.lap(2);
 
         // D's backward with fused Adam updates. The top block's elementwise
@@ -357,11 +364,7 @@ impl FastEbgan {
         laps.lap(3);
 
         // ∂L_G/∂fake: through D (now in b.d) plus the energy's direct term.
-        b.d_next.resize(n * len, 0.0);
-        energy_grad(r_fake, x_fake, -1.0, &mut b.d_next);
-        for (d, direct) in b.d[..n * len].iter_mut().zip(&b.d_next) {
-            *d += *direct;
-        }
+        energy_grad(r_fake, x_fake, -1.0, &mut b.d[..n * len], true);
 
         // G's backward with fused Adam updates, the same way.
         let gen_adam = adam_of(optimizers, "gen").context("G's optimizer is not a host Adam")?;
