@@ -62,7 +62,8 @@ impl std::fmt::Display for ModelKind {
 pub enum Preset {
     /// The seed's configuration: MLP 3200/1024, z-dim 3, batch 100, Adam 1e-3/0.5, margin 10, 500 epochs.
     Seed,
-    /// The configuration that reaches the best FID in 10 minutes on a 2-core CPU.
+    /// The configuration with the best measured FID after 10 minutes on a 2-core CPU, stopping
+    /// there (today the seed's MLP nets; see docs/results/presets.md).
     Fast,
 }
 
