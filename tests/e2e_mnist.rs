@@ -36,6 +36,22 @@ fn train(out: &Path, mnist: &Path, extra: &[&str]) -> std::process::Output {
     run(&args)
 }
 
+/// `kusari sample`: `n` images of `snapshot` on the CPU into the .npy file `out`.
+fn sample(snapshot: &Path, n: usize, out: &Path) -> std::process::Output {
+    let n = n.to_string();
+    run(&[
+        "sample",
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+        "--n",
+        &n,
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+}
+
 #[test]
 fn two_epochs_write_log_images_snapshot_and_samples() {
     let Some(mnist) = mnist_dir("two_epochs_write_log_images_snapshot_and_samples") else {
@@ -94,17 +110,7 @@ fn two_epochs_write_log_images_snapshot_and_samples() {
     assert!(temporaries(&out).is_empty(), "{:?}", temporaries(&out));
 
     let npy = dir.path().join("samples.npy");
-    let output = run(&[
-        "sample",
-        "--snapshot",
-        snapshot.to_str().unwrap(),
-        "--n",
-        "37",
-        "--out",
-        npy.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let output = sample(&snapshot, 37, &npy);
     assert!(output.status.success(), "{}", stderr(&output));
     let (shape, data) = read_npy_u8(&npy);
     assert_eq!(shape, vec![37, 28, 28]);
@@ -115,17 +121,7 @@ fn two_epochs_write_log_images_snapshot_and_samples() {
 
     // The same seed gives the same samples; numpy reads the file if it is installed.
     let again = dir.path().join("again.npy");
-    let output = run(&[
-        "sample",
-        "--snapshot",
-        snapshot.to_str().unwrap(),
-        "--n",
-        "37",
-        "--out",
-        again.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let output = sample(&snapshot, 37, &again);
     assert!(output.status.success());
     assert_eq!(read_npy_u8(&again).1, data);
     let numpy = std::process::Command::new("python3")
