@@ -284,7 +284,21 @@ mod tests {
         let noise = rng.uniform_tensor((10_000, 1, 28, 28), -1.0, 1.0, judge.device())?;
         let noise = evaluate(&judge, &noise, &reference)?;
 
+        // For scale: real digits degraded the way a generator's samples are
+        // (pixel noise, blur), rounded to 8 bits as saved samples are.
+        let first = all.narrow(0, 0, 10_000)?;
+        let noisy = |std: f32, rng: &mut kusari_trainer::Rng| -> Result<EvalReport> {
+            let noise = rng.normal_tensor(first.shape(), 0.0, std, judge.device())?;
+            evaluate(&judge, &as_8bit(&(&first + noise)?)?, &reference)
+        };
+        let noisy_01 = noisy(0.1, &mut rng)?;
+        let noisy_03 = noisy(0.3, &mut rng)?;
+        let blurred = evaluate(&judge, &as_8bit(&box_blur_3x3(&first)?)?, &reference)?;
+
         eprintln!("10,000 train images vs test:     {train}");
+        eprintln!("… plus N(0, 0.1²) pixel noise:   {noisy_01}");
+        eprintln!("… plus N(0, 0.3²) pixel noise:   {noisy_03}");
+        eprintln!("… blurred by a 3×3 box filter:   {blurred}");
         eprintln!("the test set vs itself:          {test}");
         eprintln!("10,000 train images without 1s:  {no_ones}");
         eprintln!("10,000 uniform-noise images:     {noise}");
@@ -296,11 +310,47 @@ mod tests {
             "a missing digit must cost FID"
         );
         assert!(no_ones.fid < noise.fid);
+        assert!(train.fid < noisy_01.fid && noisy_01.fid < noisy_03.fid);
+        assert!(train.fid < blurred.fid);
         assert!(train.min_class_share > 0.08 && test.min_class_share > 0.08);
         assert!(
             no_ones.min_class_share < 0.01,
             "the judge must see that 1s are missing"
         );
         Ok(())
+    }
+
+    /// Rounds `[-1, 1]` pixels to the 8-bit values a saved sample holds.
+    fn as_8bit(images: &Tensor) -> Result<Tensor> {
+        let levels = ((images + 1.0)? * 127.5)?.round()?.clamp(0.0, 255.0)?;
+        Ok(((levels / 127.5)? - 1.0)?)
+    }
+
+    /// Each pixel replaced by the mean of its 3×3 neighbourhood (edges repeated).
+    fn box_blur_3x3(images: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = images.dims4()?;
+        let rows = Tensor::cat(
+            &[
+                images.narrow(2, 0, 1)?,
+                images.clone(),
+                images.narrow(2, h - 1, 1)?,
+            ],
+            2,
+        )?;
+        let padded = Tensor::cat(
+            &[
+                rows.narrow(3, 0, 1)?,
+                rows.clone(),
+                rows.narrow(3, w - 1, 1)?,
+            ],
+            3,
+        )?;
+        let mut sum = images.zeros_like()?;
+        for dy in 0..3 {
+            for dx in 0..3 {
+                sum = (sum + padded.narrow(2, dy, h)?.narrow(3, dx, w)?)?;
+            }
+        }
+        Ok((sum / 9.0)?)
     }
 }
