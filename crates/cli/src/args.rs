@@ -176,6 +176,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub layers_d: Option<usize>,
 
+    /// Hidden layers of EBGAN D's decoder before its output Linear, each
+    /// [Linear, BatchNorm, leaky ReLU] as wide as the code (MLP only) [preset: 0].
+    #[arg(long)]
+    pub decoder_layers: Option<usize>,
+
     /// Dropout ratio after each of D's hidden BatchNorms, in [0, 1); 0 turns it off [preset: 0.5].
     #[arg(long)]
     pub dropout: Option<f64>,

@@ -209,6 +209,9 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
     if let Some(v) = args.layers_d {
         model.model.dis.layers = v;
     }
+    if let Some(v) = args.decoder_layers {
+        model.model.dis.decoder_layers = v;
+    }
     if let Some(v) = args.dropout {
         model.model.dis.dropout = v;
     }

@@ -298,6 +298,9 @@ pub struct DisConfig {
     pub units: usize,
     /// MLP: number of hidden (encoder) layers. Conv: ignored.
     pub layers: usize,
+    /// MLP EBGAN: hidden layers of the decoder before its output Linear
+    /// (0, the seed's: the code maps linearly to the image). Conv, GAN: ignored.
+    pub decoder_layers: usize,
     /// How D's weights are drawn.
     pub init: Init,
     /// Dropout ratio after each hidden BatchNorm (0 disables it).
@@ -313,6 +316,7 @@ impl Default for DisConfig {
         Self {
             units: 1024,
             layers: 4,
+            decoder_layers: 0,
             init: Init::ChainerV1 { wscale: 0.002 },
             dropout: 0.5,
             leaky_slope: 0.2,

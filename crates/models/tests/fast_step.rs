@@ -226,3 +226,14 @@ fn the_fast_path_repeats_bit_for_bit_with_any_thread_count() -> Result<()> {
     assert_eq!(one, run(1)?, "two runs differ");
     Ok(())
 }
+
+#[test]
+fn a_decoder_with_hidden_layers_matches_the_reference() -> Result<()> {
+    for strategy in [BnStrategy::Separate, BnStrategy::Joint] {
+        let mut c = small(strategy, PtVariant::Paper, OutputActivation::Identity);
+        c.model.dis.decoder_layers = 2;
+        c.model.dis.dropout = 0.0;
+        compare(&c, 3)?;
+    }
+    Ok(())
+}

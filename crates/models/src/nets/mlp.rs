@@ -3,7 +3,8 @@
 //! - G: z → L × [Linear units, BatchNorm, ReLU] → Linear C·H·W → output activation.
 //! - D body (the encoder): C·H·W → L × [Linear units, BatchNorm, dropout,
 //!   leaky ReLU]; its last hidden layer is the code S.
-//! - EBGAN D's decoder: Linear C·H·W. GAN D's head: Linear 1.
+//! - EBGAN D's decoder: K × [Linear units, BatchNorm, leaky ReLU] (K = 0 in
+//!   the seed) → Linear C·H·W. GAN D's head: Linear 1.
 //!
 //! Images enter and leave as `[N, C, H, W]`; the nets flatten them inside.
 
@@ -66,8 +67,15 @@ pub fn decoder(
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Stack> {
-    Ok(StackBuilder::new(params, c.dis.init, rng, device)
-        .linear(c.dis.units, c.image.len())?
+    let d = &c.dis;
+    let mut b = StackBuilder::new(params, d.init, rng, device);
+    for _ in 0..d.decoder_layers {
+        b = b
+            .linear(d.units, d.units)?
+            .batch_norm(d.units)?
+            .activation(Activation::LeakyRelu(d.leaky_slope));
+    }
+    Ok(b.linear(d.units, c.image.len())?
         .reshape(&c.image.dims())
         .build())
 }
