@@ -146,51 +146,59 @@ pub fn gemm(dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool
         }
         return;
     }
-    if small_gemm::available() {
-        let o = small_gemm::Operands {
-            m: dst.rows,
-            n: dst.cols,
-            k: a.cols,
-            a: a.ptr,
-            a_rs: a.rs,
-            a_cs: a.cs,
-            b: b.ptr,
-            b_rs: b.rs,
-            b_cs: b.cs,
-            c: dst.ptr,
-            c_rs: dst.rs,
-        };
-        // SAFETY: AVX2 and FMA exist (checked); the views were built from
-        // borrowed slices with checked bounds, dst is borrowed exclusively,
-        // and the shapes agree.
-        unsafe { small_gemm::product(o, accumulate) };
-        return;
-    }
+    let o = small_gemm::Operands {
+        m: dst.rows,
+        n: dst.cols,
+        k: a.cols,
+        a: a.ptr,
+        a_rs: a.rs,
+        a_cs: a.cs,
+        b: b.ptr,
+        b_rs: b.rs,
+        b_cs: b.cs,
+        c: dst.ptr,
+        c_rs: dst.rs,
+    };
     // SAFETY: the views were built from borrowed slices with checked
-    // bounds, dst is borrowed exclusively, and the shapes agree.
+    // bounds, dst is borrowed exclusively, and the shapes agree; the kernel
+    // is taken only where AVX2 and FMA exist (checked).
     unsafe {
-        gemm::gemm(
-            dst.rows,
-            dst.cols,
-            a.cols,
-            dst.ptr,
-            1,
-            dst.rs as isize,
-            accumulate,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        if small_gemm::available() {
+            small_gemm::product(o, accumulate);
+        } else {
+            gemm_crate_product(o, accumulate);
+        }
     }
+}
+
+/// `C = A·B` (or `C += A·B`) by the `gemm` crate on one thread: the path
+/// for CPUs without AVX2/FMA, and the yardstick of kusari's kernel.
+///
+/// # Safety
+///
+/// As [`small_gemm::product`], without its need for AVX2 and FMA.
+pub(super) unsafe fn gemm_crate_product(o: small_gemm::Operands, accumulate: bool) {
+    gemm::gemm(
+        o.m,
+        o.n,
+        o.k,
+        o.c,
+        1,
+        o.c_rs as isize,
+        accumulate,
+        o.a,
+        o.a_cs,
+        o.a_rs,
+        o.b,
+        o.b_cs,
+        o.b_rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }
 
 /// The column-block width for splitting `n` output columns across threads:
@@ -220,13 +228,19 @@ mod tests {
         c
     }
 
-    #[test]
-    fn products_and_transposes_match_a_naive_loop() {
-        let (m, k, n) = (7, 5, 150);
+    /// Patterned A (`m×k`) and B (`k×n`), their product by the naive loop,
+    /// and an output buffer of ones (so a product that writes nothing shows).
+    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 11) as f32 * 0.3 - 1.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
         let want = naive(&a, &b, m, k, n);
-        let mut c = vec![1f32; m * n];
+        (a, b, want, vec![1f32; m * n])
+    }
+
+    #[test]
+    fn products_and_transposes_match_a_naive_loop() {
+        let (m, k, n) = (7, 5, 150);
+        let (a, b, want, mut c) = operands(m, k, n);
         let (av, bv) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
         gemm(&mut MatMut::new(&mut c, m, n), av, bv, false);
         for (x, y) in c.iter().zip(&want) {
@@ -249,6 +263,30 @@ mod tests {
             for j in 0..n {
                 assert!((ct[j * m + i] - want[i * n + j]).abs() < 1e-5);
             }
+        }
+    }
+
+    #[test]
+    fn the_gemm_crate_fallback_matches_a_naive_loop() {
+        let (m, k, n) = (9, 6, 40);
+        let (a, b, want, mut c) = operands(m, k, n);
+        let o = small_gemm::Operands {
+            m,
+            n,
+            k,
+            a: a.as_ptr(),
+            a_rs: k as isize,
+            a_cs: 1,
+            b: b.as_ptr(),
+            b_rs: n as isize,
+            b_cs: 1,
+            c: c.as_mut_ptr(),
+            c_rs: n,
+        };
+        // SAFETY: the operands point into the live vectors above, with their shapes.
+        unsafe { gemm_crate_product(o, false) };
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }
     }
 
