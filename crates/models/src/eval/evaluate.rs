@@ -322,8 +322,14 @@ mod tests {
 
     /// Rounds `[-1, 1]` pixels to the 8-bit values a saved sample holds.
     fn as_8bit(images: &Tensor) -> Result<Tensor> {
-        let levels = ((images + 1.0)? * 127.5)?.round()?.clamp(0.0, 255.0)?;
-        Ok(((levels / 127.5)? - 1.0)?)
+        let range = kusari_trainer::datasets::PixelRange::MinusOneOne;
+        let values: Vec<f32> = images
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| range.to_f32(range.to_u8(v)))
+            .collect();
+        Ok(Tensor::from_vec(values, images.shape(), images.device())?)
     }
 
     /// Each pixel replaced by the mean of its 3×3 neighbourhood (edges repeated).
