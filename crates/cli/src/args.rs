@@ -67,6 +67,19 @@ pub enum Preset {
     Fast,
 }
 
+/// How the learning rates move during a run.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    /// Constant rates.
+    #[default]
+    None,
+    /// Every rate falls in a straight line to zero at the end of the run.
+    Linear,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
@@ -101,6 +114,11 @@ pub struct TrainArgs {
     /// Stop after this much training time (e.g. 90s, 10m, 2h), with a snapshot and a final log entry.
     #[arg(long, value_parser = parse_duration)]
     pub time_limit: Option<std::time::Duration>,
+
+    /// `linear`: both Adam rates fall in a straight line to zero over the run (its --iterations,
+    /// else its --epochs, else its --time-limit) [preset: seed none, fast linear].
+    #[arg(long, value_enum)]
+    pub lr_decay: Option<LrDecay>,
 
     /// Examples per batch [preset: 100].
     #[arg(long)]
@@ -188,6 +206,14 @@ pub struct TrainArgs {
     /// Adam step size for both G and D [preset: 0.001].
     #[arg(long)]
     pub lr: Option<f64>,
+
+    /// Adam step size for G alone (overrides --lr for G).
+    #[arg(long)]
+    pub lr_g: Option<f64>,
+
+    /// Adam step size for D alone (overrides --lr for D).
+    #[arg(long)]
+    pub lr_d: Option<f64>,
 
     /// Adam β1 for both G and D [preset: 0.5].
     #[arg(long)]

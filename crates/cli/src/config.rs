@@ -13,7 +13,7 @@ use kusari_models::{
 use kusari_trainer::datasets::PixelRange;
 use serde::{Deserialize, Serialize};
 
-use crate::args::{DatasetKind, ModelKind, Preset, TrainArgs};
+use crate::args::{DatasetKind, LrDecay, ModelKind, Preset, TrainArgs};
 
 /// Where the training images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,9 @@ pub struct RunConfig {
     pub log_every_iterations: Option<u64>,
     pub eval_every_epochs: f64,
     pub eval_samples: usize,
+    /// How the learning rates move over the run.
+    #[serde(default)]
+    pub lr_decay: LrDecay,
 }
 
 /// The key under which snapshots store the run configuration.
@@ -109,6 +112,7 @@ impl RunConfig {
             log_every_iterations: None,
             eval_every_epochs: 0.0,
             eval_samples: 10_000,
+            lr_decay: LrDecay::None,
         }
     }
 
@@ -231,6 +235,12 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
         model.gen_adam.lr = v;
         model.dis_adam.lr = v;
     }
+    if let Some(v) = args.lr_g {
+        model.gen_adam.lr = v;
+    }
+    if let Some(v) = args.lr_d {
+        model.dis_adam.lr = v;
+    }
     if let Some(v) = args.beta1 {
         model.gen_adam.beta1 = v;
         model.dis_adam.beta1 = v;
@@ -282,6 +292,9 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
             iterations: args.iterations,
             time_limit_seconds: args.time_limit.map(|d| d.as_secs_f64()),
         };
+    }
+    if let Some(v) = args.lr_decay {
+        config.lr_decay = v;
     }
     if let Some(v) = args.snapshot_every {
         config.snapshot_every_epochs = v;

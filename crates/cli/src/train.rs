@@ -11,8 +11,8 @@ use kusari_models::extensions::{GeneratedImages, ReconstructedImages};
 use kusari_models::Nets;
 use kusari_trainer::datasets::{image_folder::ImageFolder, mnist, Split};
 use kusari_trainer::extensions::{
-    latest_snapshot, FailOnNonNumber, LogReport, NonFiniteValue, PlotReport, PrintReport,
-    ProgressBar, Snapshot,
+    latest_snapshot, FailOnNonNumber, LinearShift, LogReport, NonFiniteValue, PlotReport,
+    PrintReport, ProgressBar, ShiftSpan, Snapshot,
 };
 use kusari_trainer::fsutil::{ensure_writable_dir, write_atomic};
 use kusari_trainer::{
@@ -20,7 +20,7 @@ use kusari_trainer::{
     Trainer, Trigger, Unit, Updater,
 };
 
-use crate::args::{DatasetKind, TrainArgs};
+use crate::args::{DatasetKind, LrDecay, TrainArgs};
 use crate::config::{apply_flags, default_out_dir, DataConfig, RunConfig, SNAPSHOT_KEY};
 use kusari_trainer::device::parse_device as device_from_flag;
 
@@ -260,7 +260,35 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     if config.eval_every_epochs > 0.0 {
         crate::evaluate::add_evaluator(trainer, config, nets)?;
     }
+    if let Some(shift) = learning_rate_shift(config, trainer.updater().iterations_per_epoch())? {
+        trainer.extend(shift);
+    }
     Ok(())
+}
+
+/// `--lr-decay linear`: every rate to zero over the run's iterations, else
+/// its epochs, else its time limit.
+fn learning_rate_shift(
+    config: &RunConfig,
+    iterations_per_epoch: Option<f64>,
+) -> Result<Option<LinearShift>> {
+    if config.lr_decay == LrDecay::None {
+        return Ok(None);
+    }
+    let length = config.length;
+    let span = match (length.iterations, length.epochs, length.time_limit_seconds) {
+        (Some(n), ..) => ShiftSpan::Iterations(n),
+        (None, Some(e), _) => {
+            let per_epoch = iterations_per_epoch
+                .context("--lr-decay over epochs needs to know the iterations per epoch")?;
+            ShiftSpan::Iterations((e * per_epoch).ceil().max(1.0) as u64)
+        }
+        (None, None, Some(s)) => ShiftSpan::Time(Duration::from_secs_f64(s)),
+        (None, None, None) => {
+            bail!("--lr-decay needs a run length: --iterations, --epochs or --time-limit")
+        }
+    };
+    Ok(Some(LinearShift::new(1.0, 0.0, span)?))
 }
 
 /// The fixed real images D reconstructs each epoch: the first 100 MNIST test
@@ -291,4 +319,63 @@ fn args_json(config: &RunConfig, out: &Path, device: &Device) -> serde_json::Val
         "device": format!("{device:?}"),
         "config": config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{ModelKind, Preset};
+    use crate::config::Length;
+    use kusari_models::Arch;
+    use kusari_trainer::datasets::PixelRange;
+
+    fn config(length: Length, lr_decay: LrDecay) -> RunConfig {
+        let data = DataConfig {
+            dataset: DatasetKind::Mnist,
+            data_dir: None,
+            image_size: 28,
+            pixel_range: PixelRange::MinusOneOne,
+        };
+        let mut c = RunConfig::preset(ModelKind::Ebgan, Preset::Seed, Arch::Mlp, &data);
+        c.length = length;
+        c.lr_decay = lr_decay;
+        c
+    }
+
+    fn span(length: Length) -> ShiftSpan {
+        learning_rate_shift(&config(length, LrDecay::Linear), Some(600.0))
+            .expect("a shift")
+            .expect("linear decay asked for")
+            .span()
+    }
+
+    #[test]
+    fn linear_decay_spans_the_run_length() {
+        let length = |epochs, iterations, time_limit_seconds| Length {
+            epochs,
+            iterations,
+            time_limit_seconds,
+        };
+        assert_eq!(
+            span(length(None, Some(1_000), Some(600.0))),
+            ShiftSpan::Iterations(1_000)
+        );
+        // 2.5 epochs of 600 iterations.
+        assert_eq!(
+            span(length(Some(2.5), None, Some(600.0))),
+            ShiftSpan::Iterations(1_500)
+        );
+        assert_eq!(
+            span(length(None, None, Some(600.0))),
+            ShiftSpan::Time(Duration::from_secs(600))
+        );
+        let none = learning_rate_shift(&config(length(Some(1.0), None, None), LrDecay::None), None);
+        assert!(none.expect("no error").is_none());
+        let err = learning_rate_shift(
+            &config(length(Some(1.0), None, None), LrDecay::Linear),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("iterations per epoch"), "{err}");
+    }
 }

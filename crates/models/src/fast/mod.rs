@@ -20,6 +20,7 @@
 mod activation;
 mod batch_norm;
 mod columns;
+pub(crate) mod conv;
 mod dense;
 mod losses;
 mod matmul;

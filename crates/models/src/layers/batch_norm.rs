@@ -77,38 +77,49 @@ impl BatchNorm {
                 .map(|x| normalize(x, mean, var, gamma, beta, self.eps))
                 .collect();
         }
-        let Some(first) = xs.first() else {
+        if xs.is_empty() {
             return Ok(Vec::new());
-        };
-        match strategy {
-            BnStrategy::Separate => xs
+        }
+        // Statistics are taken over the trailing dimension of a channel-major
+        // copy: candle sums trailing dimensions in one pass, but any other
+        // set of axes (as [N, C, H, W]'s 0, 2, 3, here and in the backward
+        // pass of every per-channel broadcast) one element at a time.
+        let rows: Vec<Tensor> = xs.iter().map(channel_major).collect::<Result<_>>()?;
+        let (gamma, beta) = (column(gamma)?, column(beta)?);
+        let normalized: Vec<Tensor> = match strategy {
+            BnStrategy::Separate => rows
                 .iter()
                 .map(|x| {
-                    let (mean, var) = batch_stats(x)?;
+                    let (mean, var) = row_stats(x)?;
                     self.update_running(&mean, &var, x)?;
-                    normalize(x, &mean, &var, gamma, beta, self.eps)
+                    normalize_rows(x, &mean, &var, &gamma, &beta, self.eps)
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             BnStrategy::Joint => {
-                let all = if xs.len() == 1 {
-                    first.clone()
+                let all = if rows.len() == 1 {
+                    rows[0].clone()
                 } else {
-                    Tensor::cat(xs, 0)?
+                    Tensor::cat(&rows, 1)?
                 };
-                let (mean, var) = batch_stats(&all)?;
+                let (mean, var) = row_stats(&all)?;
                 self.update_running(&mean, &var, &all)?;
-                xs.iter()
-                    .map(|x| normalize(x, &mean, &var, gamma, beta, self.eps))
-                    .collect()
+                rows.iter()
+                    .map(|x| normalize_rows(x, &mean, &var, &gamma, &beta, self.eps))
+                    .collect::<Result<_>>()?
             }
             BnStrategy::RealStats => {
-                let (mean, var) = batch_stats(first)?;
-                self.update_running(&mean, &var, first)?;
-                xs.iter()
-                    .map(|x| normalize(x, &mean, &var, gamma, beta, self.eps))
-                    .collect()
+                let (mean, var) = row_stats(&rows[0])?;
+                self.update_running(&mean, &var, &rows[0])?;
+                rows.iter()
+                    .map(|x| normalize_rows(x, &mean, &var, &gamma, &beta, self.eps))
+                    .collect::<Result<_>>()?
             }
-        }
+        };
+        normalized
+            .iter()
+            .zip(xs)
+            .map(|(y, x)| from_channel_major(y, x.dims()))
+            .collect()
     }
 
     /// Chainer's update: `avg ← decay·avg + (1 − decay)·stat`, the variance
@@ -140,10 +151,59 @@ fn layout(x: &Tensor) -> Result<(Vec<usize>, Vec<usize>)> {
 
 /// Per-channel mean and biased variance of `x`, shaped to broadcast against it.
 pub fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (axes, _) = layout(x)?;
-    let mean = x.mean_keepdim(axes.clone())?;
-    let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(axes)?;
+    let (_, shape) = layout(x)?;
+    let (mean, var) = row_stats(&channel_major(x)?)?;
+    Ok((mean.reshape(shape.clone())?, var.reshape(shape)?))
+}
+
+/// `[N, C]` or `[N, C, H, W]` → `[C, N·H·W]`, contiguous.
+fn channel_major(x: &Tensor) -> Result<Tensor> {
+    let (_, shape) = layout(x)?;
+    let (n, c) = (x.dim(0)?, shape[1]);
+    let per_sample = x.elem_count() / n.max(1) / c.max(1);
+    Ok(x.reshape((n, c, per_sample))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((c, n * per_sample))?)
+}
+
+/// The inverse of [`channel_major`] for an input of shape `dims`.
+fn from_channel_major(rows: &Tensor, dims: &[usize]) -> Result<Tensor> {
+    let (n, c) = (dims[0], dims[1]);
+    let per_sample = rows.elem_count() / n.max(1) / c.max(1);
+    Ok(rows
+        .reshape((c, n, per_sample))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape(dims)?)
+}
+
+/// A `[C]` vector as a `[C, 1]` column.
+fn column(v: &Tensor) -> Result<Tensor> {
+    Ok(v.reshape((v.elem_count(), 1))?)
+}
+
+/// Mean and biased variance of each row of `[C, M]`, as `[C, 1]` columns.
+fn row_stats(rows: &Tensor) -> Result<(Tensor, Tensor)> {
+    let mean = rows.mean_keepdim(1)?;
+    let var = rows.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
     Ok((mean, var))
+}
+
+/// [`normalize`] on channel-major rows, every per-channel value a `[C, 1]` column.
+fn normalize_rows(
+    rows: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let scale = (var + eps)?.sqrt()?.recip()?.broadcast_mul(gamma)?;
+    Ok(rows
+        .broadcast_sub(mean)?
+        .broadcast_mul(&scale)?
+        .broadcast_add(beta)?)
 }
 
 /// `(x − mean) / sqrt(var + eps) · γ + β`, with `mean` and `var` either

@@ -1,9 +1,10 @@
 //! 2-D convolution and transposed convolution on `[N, C, H, W]`, initialized
 //! as Chainer's `Convolution2D` / `Deconvolution2D` (fan-in `C_in·kh·kw`).
 //!
-//! candle 0.11 differentiates both on the CPU (the transposed convolution's
-//! gradients are convolutions); the tests below check them against finite
-//! differences.
+//! For f32 on the CPU both run on kusari's patch-product kernels
+//! ([`crate::fast::conv`]), whose forward and gradients the tests below
+//! check against candle's; elsewhere (f64, CUDA) on candle's own, which
+//! the tests check against finite differences.
 
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
@@ -11,6 +12,7 @@ use kusari_trainer::{ParamStore, Rng};
 
 use super::init;
 use crate::config::Init;
+use crate::fast::conv as cpu_conv;
 
 /// Kernel size, stride and padding of a square convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,19 +123,41 @@ impl Deconv2d {
 }
 
 fn add_channel_bias(y: Tensor, bias: &Tensor) -> Result<Tensor> {
+    if cpu_conv::applies_to(&y) {
+        return Ok(cpu_conv::add_channel_bias(&y, bias)?);
+    }
     let c = bias.dim(0)?;
     Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?)
 }
 
-/// Convolution plus per-channel bias.
+impl ConvGeometry {
+    fn window(self) -> cpu_conv::Window {
+        cpu_conv::Window {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+}
+
+/// Convolution plus per-channel bias (kusari's patch-product kernels for
+/// f32 on the CPU, candle's convolution elsewhere).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
-    let y = x.conv2d(weight, g.padding, g.stride, 1, 1)?;
+    let y = if cpu_conv::applies_to(x) {
+        cpu_conv::conv2d(x, weight, g.window())?
+    } else {
+        x.conv2d(weight, g.padding, g.stride, 1, 1)?
+    };
     add_channel_bias(y, bias)
 }
 
-/// Transposed convolution plus per-channel bias.
+/// Transposed convolution plus per-channel bias (as [`conv2d`] chooses).
 pub fn deconv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
-    let y = x.conv_transpose2d(weight, g.padding, 0, g.stride, 1)?;
+    let y = if cpu_conv::applies_to(x) {
+        cpu_conv::deconv2d(x, weight, g.window())?
+    } else {
+        x.conv_transpose2d(weight, g.padding, 0, g.stride, 1)?
+    };
     add_channel_bias(y, bias)
 }
 

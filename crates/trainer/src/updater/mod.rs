@@ -36,6 +36,13 @@ pub trait Updater: Send {
     fn state(&self) -> Result<State>;
     fn load_state(&mut self, state: &State) -> Result<()>;
 
+    /// The optimizers, for extensions that change their settings (such as
+    /// [`crate::extensions::LinearShift`]); `None` when the updater keeps
+    /// them to itself.
+    fn optimizers_mut(&mut self) -> Option<&mut crate::optim::Optimizers> {
+        None
+    }
+
     /// Iterations in one epoch, for progress estimates.
     fn iterations_per_epoch(&self) -> Option<f64> {
         None

@@ -175,6 +175,10 @@ where
         Some(self.iterator.batches_per_epoch())
     }
 
+    fn optimizers_mut(&mut self) -> Option<&mut Optimizers> {
+        Some(&mut self.optimizers)
+    }
+
     fn state(&self) -> Result<State> {
         let mut state = State::new();
         state.put("iteration", &self.iteration)?;
