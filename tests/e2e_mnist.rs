@@ -246,3 +246,34 @@ fn a_run_killed_mid_epoch_resumes_exactly() {
         model_tensors(&whole.join("snapshot_iter_1800"))
     );
 }
+
+/// The learning rates a snapshot's optimizers hold.
+fn snapshot_rates(snapshot: &Path) -> (f64, f64) {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(snapshot.join("state.json")).unwrap())
+            .unwrap();
+    let rate = |net: &str| {
+        state["updater"]["optimizers"][net]["config"]["lr"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {net} rate in {}", snapshot.display()))
+    };
+    (rate("gen"), rate("dis"))
+}
+
+#[test]
+fn lr_decay_reaches_zero_and_a_run_resumed_without_it_trains_at_the_configured_rate() {
+    let Some(mnist) = mnist_dir(
+        "lr_decay_reaches_zero_and_a_run_resumed_without_it_trains_at_the_configured_rate",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("decayed");
+    let decayed = train(&out, &mnist, &["--iterations", "8", "--lr-decay", "linear"]);
+    assert!(decayed.status.success(), "{}", stderr(&decayed));
+    assert_eq!(snapshot_rates(&out.join("snapshot_iter_8")), (0.0, 0.0));
+
+    let resumed = train(&out, &mnist, &["--iterations", "10", "--resume", "--lr-decay", "none"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(snapshot_rates(&out.join("snapshot_iter_10")), (1e-3, 1e-3));
+}

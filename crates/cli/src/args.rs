@@ -63,7 +63,8 @@ pub enum Preset {
     /// The seed's configuration: MLP 3200/1024, z-dim 3, batch 100, Adam 1e-3/0.5, margin 10, 500 epochs.
     Seed,
     /// The configuration with the best measured FID after 10 minutes on a 2-core CPU, stopping
-    /// there: MLP G 2×1024 / D 2×256, z-dim 64, no dropout in D, margin 1 (docs/results/presets.md).
+    /// there: conv nets G 64 / D 32 base channels (with --arch mlp: G 2×1024 / D 2×256), z-dim 64,
+    /// no dropout in D, margin 1 (docs/results/presets.md).
     Fast,
 }
 
@@ -99,7 +100,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Preset::Seed)]
     pub preset: Preset,
 
-    /// Network family: fully connected (the seed's) or convolutional (DCGAN-style) [default: mlp].
+    /// Network family: fully connected (the seed's) or convolutional (DCGAN-style) [preset: seed mlp, fast conv].
     #[arg(long, value_parser = ["mlp", "conv"])]
     pub arch: Option<String>,
 
@@ -116,7 +117,7 @@ pub struct TrainArgs {
     pub time_limit: Option<std::time::Duration>,
 
     /// `linear`: both Adam rates fall in a straight line to zero over the run (its --iterations,
-    /// else its --epochs, else its --time-limit) [preset: seed none, fast linear].
+    /// else its --epochs, else its --time-limit) [default: none].
     #[arg(long, value_enum)]
     pub lr_decay: Option<LrDecay>,
 

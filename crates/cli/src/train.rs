@@ -55,6 +55,17 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
         trainer
             .load_state(state)
             .with_context(|| format!("resuming from {}", path.display()))?;
+        if config.lr_decay == LrDecay::None {
+            // The snapshot may hold rates a decay had lowered; without one,
+            // the run goes on at the configured rates.
+            let optimizers = trainer.updater_mut().optimizers_mut();
+            optimizers
+                .get_mut("gen")?
+                .set_learning_rate(config.model.gen_adam.lr);
+            optimizers
+                .get_mut("dis")?
+                .set_learning_rate(config.model.dis_adam.lr);
+        }
         eprintln!(
             "resuming from {} (iteration {})",
             path.display(),
@@ -95,7 +106,7 @@ fn resolve(args: &TrainArgs, device: &Device) -> Result<(RunConfig, PathBuf, Res
     let Some(resume) = &args.resume else {
         let arch = match &args.arch {
             Some(a) => a.parse()?,
-            None => kusari_models::Arch::Mlp,
+            None => crate::presets::default_arch(args.preset),
         };
         let data = DataConfig {
             dataset: args.dataset.unwrap_or(DatasetKind::Mnist),
