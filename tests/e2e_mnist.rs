@@ -273,7 +273,11 @@ fn lr_decay_reaches_zero_and_a_run_resumed_without_it_trains_at_the_configured_r
     assert!(decayed.status.success(), "{}", stderr(&decayed));
     assert_eq!(snapshot_rates(&out.join("snapshot_iter_8")), (0.0, 0.0));
 
-    let resumed = train(&out, &mnist, &["--iterations", "10", "--resume", "--lr-decay", "none"]);
+    let resumed = train(
+        &out,
+        &mnist,
+        &["--iterations", "10", "--resume", "--lr-decay", "none"],
+    );
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(snapshot_rates(&out.join("snapshot_iter_10")), (1e-3, 1e-3));
 }

@@ -58,6 +58,20 @@ pub struct RunConfig {
     pub lr_decay: LrDecay,
 }
 
+#[cfg(test)]
+impl RunConfig {
+    /// A preset's EBGAN configuration on MNIST, before any flag.
+    pub(crate) fn mnist_preset(preset: Preset, arch: Arch) -> Self {
+        let data = DataConfig {
+            dataset: DatasetKind::Mnist,
+            data_dir: None,
+            image_size: 64,
+            pixel_range: kusari_trainer::datasets::PixelRange::MinusOneOne,
+        };
+        Self::preset(ModelKind::Ebgan, preset, arch, &data)
+    }
+}
+
 /// The key under which snapshots store the run configuration.
 pub const SNAPSHOT_KEY: &str = "run_config";
 

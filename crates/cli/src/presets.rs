@@ -52,19 +52,12 @@ pub fn apply_fast(model: &mut Config, arch: Arch) {
 mod tests {
     use super::default_arch;
     use kusari_models::{Arch, Objective};
-    use kusari_trainer::datasets::PixelRange;
 
-    use crate::args::{DatasetKind, ModelKind, Preset};
-    use crate::config::{DataConfig, RunConfig};
+    use crate::args::Preset;
+    use crate::config::RunConfig;
 
     fn preset(preset: Preset, arch: Arch) -> RunConfig {
-        let data = DataConfig {
-            dataset: DatasetKind::Mnist,
-            data_dir: None,
-            image_size: 64,
-            pixel_range: PixelRange::MinusOneOne,
-        };
-        RunConfig::preset(ModelKind::Ebgan, preset, arch, &data)
+        RunConfig::mnist_preset(preset, arch)
     }
 
     /// Everything but the nets' shape is the seed's recipe, with z-dim 64,

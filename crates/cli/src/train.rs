@@ -335,19 +335,12 @@ fn args_json(config: &RunConfig, out: &Path, device: &Device) -> serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::{ModelKind, Preset};
+    use crate::args::Preset;
     use crate::config::Length;
     use kusari_models::Arch;
-    use kusari_trainer::datasets::PixelRange;
 
     fn config(length: Length, lr_decay: LrDecay) -> RunConfig {
-        let data = DataConfig {
-            dataset: DatasetKind::Mnist,
-            data_dir: None,
-            image_size: 28,
-            pixel_range: PixelRange::MinusOneOne,
-        };
-        let mut c = RunConfig::preset(ModelKind::Ebgan, Preset::Seed, Arch::Mlp, &data);
+        let mut c = RunConfig::mnist_preset(Preset::Seed, Arch::Mlp);
         c.length = length;
         c.lr_decay = lr_decay;
         c

@@ -63,19 +63,23 @@ fn the_rate_falls_in_a_line_over_the_iterations_then_stays() -> Result<()> {
     Ok(())
 }
 
+/// Six iterations shifting the rate from 1 to 0.5 of its value, with a snapshot after each.
+fn shifted_trainer(out: &std::path::Path) -> Result<Trainer<impl Updater + 'static>> {
+    let mut trainer = toy_trainer(out, 6)?;
+    trainer.extend(LinearShift::new(1.0, 0.5, ShiftSpan::Iterations(6))?);
+    trainer
+        .extend(Snapshot::new())
+        .trigger(IntervalTrigger::iterations(1));
+    Ok(trainer)
+}
+
 #[test]
 fn a_resumed_run_continues_the_line() -> Result<()> {
     let straight = tempfile::tempdir()?;
-    let mut trainer = toy_trainer(straight.path(), 6)?;
-    trainer.extend(LinearShift::new(1.0, 0.5, ShiftSpan::Iterations(6))?);
-    trainer.run()?;
+    shifted_trainer(straight.path())?.run()?;
 
     let resumed = tempfile::tempdir()?;
-    let mut first = toy_trainer(resumed.path(), 6)?;
-    first.extend(LinearShift::new(1.0, 0.5, ShiftSpan::Iterations(6))?);
-    first
-        .extend(Snapshot::new())
-        .trigger(IntervalTrigger::iterations(1));
+    let mut first = shifted_trainer(resumed.path())?;
     let stop = first.stop_handle();
     first.extend(make_extension(
         "stopper",
@@ -88,11 +92,7 @@ fn a_resumed_run_continues_the_line() -> Result<()> {
     ));
     assert_eq!(first.run()?, Ending::Interrupted);
     let latest = latest_snapshot(resumed.path())?.expect("a snapshot");
-    let mut second = toy_trainer(resumed.path(), 6)?;
-    second.extend(LinearShift::new(1.0, 0.5, ShiftSpan::Iterations(6))?);
-    second
-        .extend(Snapshot::new())
-        .trigger(IntervalTrigger::iterations(1));
+    let mut second = shifted_trainer(resumed.path())?;
     second.load_snapshot(&latest, &Device::Cpu)?;
     second.run()?;
     // The resumed optimizer held a shifted rate; the shift must not compound it.

@@ -305,22 +305,97 @@ pub struct Window {
     pub padding: usize,
 }
 
-/// `conv2d(x [N, C_in, H, W], w [C_out, C_in, k, k])`, differentiable in both.
-struct Conv(Window);
-/// `conv_transpose2d(x [N, C_in, H, W], w [C_in, C_out, k, k])`, differentiable in both.
-struct Deconv(Window);
-/// The weight gradient `(small, big) → [C_s, C_b, k, k]` of either.
+/// A convolution of `x [N, C_in, H, W]`, differentiable in `x` and the
+/// weight: `conv2d` with weight `[C_out, C_in, k, k]`, or (`transposed`)
+/// `conv_transpose2d` with weight `[C_in, C_out, k, k]`.
+struct Convolution {
+    window: Window,
+    transposed: bool,
+}
+
+/// One direction of a fixed geometry, `(maps, w) → maps` (no gradient):
+/// the input gradients, whose output must have the input's shape even where
+/// the stride skips the input's last rows.
+struct Fixed {
+    geometry: Lowering,
+    raise: bool,
+}
+
+/// The weight gradient `(small, big) → [C_s, C_b, k, k]` of either direction.
 struct WeightGrad(Lowering);
-/// `(small, w) → big` for a fixed geometry: a convolution's input gradient.
-struct Raise(Lowering);
 
-fn bad_geometry(what: &str) -> candle_core::Error {
-    candle_core::Error::Msg(format!("{what}: the kernel does not fit the input"))
+impl Convolution {
+    /// The geometry for input dims `[_, C_in, H, W]` and weight dims `w`.
+    fn geometry(&self, x: &[usize], w: &[usize]) -> candle_core::Result<Lowering> {
+        let what = self.name();
+        if w.len() != 4 || x.len() != 4 {
+            candle_core::bail!("{what} needs 4-d input and weight, got {x:?} and {w:?}");
+        }
+        let (c_in, c_out) = if self.transposed {
+            (w[0], w[1])
+        } else {
+            (w[1], w[0])
+        };
+        if c_in != x[1] || w[2] != w[3] || w[2] != self.window.kernel {
+            candle_core::bail!("{what} weight {w:?} does not fit input {x:?}");
+        }
+        let Window {
+            kernel,
+            stride,
+            padding,
+        } = self.window;
+        let maps = (x[1], x[2], x[3]);
+        let g = if self.transposed {
+            Lowering::of_deconv(maps, c_out, kernel, stride, padding)
+        } else {
+            Lowering::of_conv(maps, c_out, kernel, stride, padding)
+        };
+        g.ok_or_else(|| {
+            candle_core::Error::Msg(format!("{what}: the kernel does not fit the input {x:?}"))
+        })
+    }
 }
 
-impl CustomOp2 for Conv {
+impl Fixed {
+    /// Lowers or raises `maps [n, …]` with `weight`, checking both against the geometry.
+    fn run(
+        &self,
+        maps: (&CpuStorage, &Layout),
+        weight: (&CpuStorage, &Layout),
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let (n, ..) = dims4(maps.1, "convolution maps")?;
+        let small = [n, g.small_channels, g.small_height, g.small_width];
+        let big = [n, g.big_channels, g.big_height, g.big_width];
+        let (from, to) = if self.raise {
+            (small, big)
+        } else {
+            (big, small)
+        };
+        if maps.1.dims() != from || weight.1.shape().elem_count() != g.weight_len() {
+            candle_core::bail!(
+                "convolution: maps {:?} and weight {:?} do not fit {g:?}",
+                maps.1.dims(),
+                weight.1.dims()
+            );
+        }
+        let (x, w) = (contiguous(maps.0, maps.1)?, contiguous(weight.0, weight.1)?);
+        let y = if self.raise {
+            g.raise(x, w, n)
+        } else {
+            g.lower(x, w, n)
+        };
+        Ok((CpuStorage::F32(y), Shape::from(to.to_vec())))
+    }
+}
+
+impl CustomOp2 for Convolution {
     fn name(&self) -> &'static str {
-        "kusari-conv2d"
+        if self.transposed {
+            "kusari-conv-transpose2d"
+        } else {
+            "kusari-conv2d"
+        }
     }
 
     fn cpu_fwd(
@@ -330,20 +405,10 @@ impl CustomOp2 for Conv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c_in, h, w) = dims4(l1, "conv2d input")?;
-        let (c_out, c_w, kh, kw) = dims4(l2, "conv2d weight")?;
-        if c_w != c_in || kh != kw || kh != self.0.kernel {
-            candle_core::bail!(
-                "conv2d weight {:?} does not fit input {:?}",
-                l2.dims(),
-                l1.dims()
-            );
-        }
-        let g = Lowering::of_conv((c_in, h, w), c_out, kh, self.0.stride, self.0.padding)
-            .ok_or_else(|| bad_geometry("conv2d"))?;
-        let y = g.lower(contiguous(s1, l1)?, contiguous(s2, l2)?, n);
-        let shape = Shape::from((n, c_out, g.small_height, g.small_width));
-        Ok((CpuStorage::F32(y), shape))
+        dims4(l1, "a convolution's input")?;
+        let geometry = self.geometry(l1.dims(), l2.dims())?;
+        let raise = self.transposed;
+        Fixed { geometry, raise }.run((s1, l1), (s2, l2))
     }
 
     fn bwd(
@@ -353,78 +418,23 @@ impl CustomOp2 for Conv {
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, c_in, h, wd) = x.dims4()?;
-        let c_out = w.dim(0)?;
-        let g = Lowering::of_conv(
-            (c_in, h, wd),
-            c_out,
-            self.0.kernel,
-            self.0.stride,
-            self.0.padding,
-        )
-        .ok_or_else(|| bad_geometry("conv2d"))?;
+        let geometry = self.geometry(x.dims(), w.dims())?;
         let grad = grad.contiguous()?;
-        // Not a `Deconv`: when the stride skips the input's last rows, the
-        // transposed convolution of the output would come out smaller.
-        let grad_x = grad.apply_op2_no_bwd(w, &Raise(g))?;
-        let grad_w = grad.apply_op2_no_bwd(x, &WeightGrad(g))?;
+        let back = Fixed {
+            geometry,
+            raise: !self.transposed,
+        };
+        let grad_x = grad.apply_op2_no_bwd(w, &back)?;
+        let grad_w = if self.transposed {
+            x.apply_op2_no_bwd(&grad, &WeightGrad(geometry))?
+        } else {
+            grad.apply_op2_no_bwd(x, &WeightGrad(geometry))?
+        };
         Ok((Some(grad_x), Some(grad_w)))
     }
 }
 
-impl CustomOp2 for Deconv {
-    fn name(&self) -> &'static str {
-        "kusari-conv-transpose2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c_in, h, w) = dims4(l1, "conv_transpose2d input")?;
-        let (c_w, c_out, kh, kw) = dims4(l2, "conv_transpose2d weight")?;
-        if c_w != c_in || kh != kw || kh != self.0.kernel {
-            candle_core::bail!(
-                "conv_transpose2d weight {:?} does not fit input {:?}",
-                l2.dims(),
-                l1.dims()
-            );
-        }
-        let g = Lowering::of_deconv((c_in, h, w), c_out, kh, self.0.stride, self.0.padding)
-            .ok_or_else(|| bad_geometry("conv_transpose2d"))?;
-        let y = g.raise(contiguous(s1, l1)?, contiguous(s2, l2)?, n);
-        let shape = Shape::from((n, c_out, g.big_height, g.big_width));
-        Ok((CpuStorage::F32(y), shape))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, c_in, h, wd) = x.dims4()?;
-        let c_out = w.dim(1)?;
-        let g = Lowering::of_deconv(
-            (c_in, h, wd),
-            c_out,
-            self.0.kernel,
-            self.0.stride,
-            self.0.padding,
-        )
-        .ok_or_else(|| bad_geometry("conv_transpose2d"))?;
-        let grad = grad.contiguous()?;
-        let grad_x = grad.apply_op2_no_bwd(w, &Conv(self.0))?;
-        let grad_w = x.apply_op2_no_bwd(&grad, &WeightGrad(g))?;
-        Ok((Some(grad_x), Some(grad_w)))
-    }
-}
-
-impl CustomOp2 for Raise {
+impl CustomOp2 for Fixed {
     fn name(&self) -> &'static str {
         "kusari-conv-input-grad"
     }
@@ -436,19 +446,7 @@ impl CustomOp2 for Raise {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let (n, ..) = dims4(l1, "the small maps")?;
-        let expect_small = [n, g.small_channels, g.small_height, g.small_width];
-        if l1.dims() != expect_small || l2.shape().elem_count() != g.weight_len() {
-            candle_core::bail!(
-                "conv input gradient: maps {:?} and weight {:?} do not fit {g:?}",
-                l1.dims(),
-                l2.dims()
-            );
-        }
-        let big = g.raise(contiguous(s1, l1)?, contiguous(s2, l2)?, n);
-        let shape = Shape::from((n, g.big_channels, g.big_height, g.big_width));
-        Ok((CpuStorage::F32(big), shape))
+        self.run((s1, l1), (s2, l2))
     }
 }
 
@@ -569,12 +567,20 @@ pub fn applies_to(x: &Tensor) -> bool {
 
 /// `x.conv2d(w, padding, stride, 1, 1)` for f32 CPU tensors, differentiable.
 pub fn conv2d(x: &Tensor, w: &Tensor, window: Window) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv(window))
+    let op = Convolution {
+        window,
+        transposed: false,
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
 /// `x.conv_transpose2d(w, padding, 0, stride, 1)` for f32 CPU tensors, differentiable.
 pub fn deconv2d(x: &Tensor, w: &Tensor, window: Window) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, Deconv(window))
+    let op = Convolution {
+        window,
+        transposed: true,
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
 #[cfg(test)]

@@ -160,22 +160,18 @@ pub fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
 fn channel_major(x: &Tensor) -> Result<Tensor> {
     let (_, shape) = layout(x)?;
     let (n, c) = (x.dim(0)?, shape[1]);
-    let per_sample = x.elem_count() / n.max(1) / c.max(1);
-    Ok(x.reshape((n, c, per_sample))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((c, n * per_sample))?)
+    Ok(swap_leading(x, n, c)?.reshape((c, x.elem_count() / c.max(1)))?)
 }
 
 /// The inverse of [`channel_major`] for an input of shape `dims`.
 fn from_channel_major(rows: &Tensor, dims: &[usize]) -> Result<Tensor> {
-    let (n, c) = (dims[0], dims[1]);
-    let per_sample = rows.elem_count() / n.max(1) / c.max(1);
-    Ok(rows
-        .reshape((c, n, per_sample))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape(dims)?)
+    Ok(swap_leading(rows, dims[1], dims[0])?.reshape(dims)?)
+}
+
+/// `x` viewed as `[a, b, rest]` → `[b, a, rest]`, contiguous.
+fn swap_leading(x: &Tensor, a: usize, b: usize) -> Result<Tensor> {
+    let rest = x.elem_count() / (a * b).max(1);
+    Ok(x.reshape((a, b, rest))?.transpose(0, 1)?.contiguous()?)
 }
 
 /// A `[C]` vector as a `[C, 1]` column.
