@@ -63,8 +63,8 @@ pub enum Preset {
     /// The seed's configuration: MLP 3200/1024, z-dim 3, batch 100, Adam 1e-3/0.5, margin 10, 500 epochs.
     Seed,
     /// The configuration with the best measured FID after 10 minutes on a 2-core CPU, stopping
-    /// there: conv nets G 64 / D 32 base channels (with --arch mlp: G 2×1024 / D 2×256), z-dim 64,
-    /// no dropout in D, margin 1 (docs/results/presets.md).
+    /// there: conv nets G 64 / D 32 base channels, batch 50 (with --arch mlp: G 2×1024 / D 2×256,
+    /// batch 100), z-dim 64, no dropout in D, margin 1 (docs/results/presets.md).
     Fast,
 }
 
@@ -121,7 +121,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub lr_decay: Option<LrDecay>,
 
-    /// Examples per batch [preset: 100].
+    /// Examples per batch [preset: 100; fast with conv nets 50].
     #[arg(long)]
     pub batch_size: Option<usize>,
 

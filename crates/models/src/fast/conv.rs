@@ -729,17 +729,19 @@ mod tests {
         }
     }
 
+    fn uniform(rng: &mut Rng, len: usize) -> Vec<f32> {
+        let mut v = vec![0f32; len];
+        rng.fill_uniform(&mut v, -1.0, 1.0);
+        v
+    }
+
     #[test]
     fn raise_is_the_transpose_of_lower() {
         // <lower(b), s> = <b, raise(s)> for any b, s.
         let g = Lowering::of_conv((2, 6, 5), 3, 3, 2, 1).expect("fits");
         let mut rng = Rng::new(3);
         let n = 2;
-        let mut draw = |len: usize| {
-            let mut v = vec![0f32; len];
-            rng.fill_uniform(&mut v, -1.0, 1.0);
-            v
-        };
+        let mut draw = |len: usize| uniform(&mut rng, len);
         let (big, small, w) = (
             draw(n * g.big_len()),
             draw(n * g.small_len()),
@@ -759,11 +761,7 @@ mod tests {
         let g = Lowering::of_conv((3, 14, 14), 4, 4, 2, 1).expect("fits");
         let mut rng = Rng::new(9);
         let n = 19;
-        let mut draw = |len: usize| {
-            let mut v = vec![0f32; len];
-            rng.fill_uniform(&mut v, -1.0, 1.0);
-            v
-        };
+        let mut draw = |len: usize| uniform(&mut rng, len);
         let (big, small) = (draw(n * g.big_len()), draw(n * g.small_len()));
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()

@@ -92,7 +92,7 @@ impl BatchNorm {
                 .map(|x| {
                     let (mean, var) = row_stats(x)?;
                     self.update_running(&mean, &var, x)?;
-                    normalize_rows(x, &mean, &var, &gamma, &beta, self.eps)
+                    normalize_broadcast(x, &mean, &var, &gamma, &beta, self.eps)
                 })
                 .collect::<Result<_>>()?,
             BnStrategy::Joint => {
@@ -104,14 +104,14 @@ impl BatchNorm {
                 let (mean, var) = row_stats(&all)?;
                 self.update_running(&mean, &var, &all)?;
                 rows.iter()
-                    .map(|x| normalize_rows(x, &mean, &var, &gamma, &beta, self.eps))
+                    .map(|x| normalize_broadcast(x, &mean, &var, &gamma, &beta, self.eps))
                     .collect::<Result<_>>()?
             }
             BnStrategy::RealStats => {
                 let (mean, var) = row_stats(&rows[0])?;
                 self.update_running(&mean, &var, &rows[0])?;
                 rows.iter()
-                    .map(|x| normalize_rows(x, &mean, &var, &gamma, &beta, self.eps))
+                    .map(|x| normalize_broadcast(x, &mean, &var, &gamma, &beta, self.eps))
                     .collect::<Result<_>>()?
             }
         };
@@ -186,9 +186,10 @@ fn row_stats(rows: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((mean, var))
 }
 
-/// [`normalize`] on channel-major rows, every per-channel value a `[C, 1]` column.
-fn normalize_rows(
-    rows: &Tensor,
+/// `(x − mean) / sqrt(var + eps) · γ + β` with every per-channel operand
+/// already shaped to broadcast against `x`.
+fn normalize_broadcast(
+    x: &Tensor,
     mean: &Tensor,
     var: &Tensor,
     gamma: &Tensor,
@@ -196,8 +197,7 @@ fn normalize_rows(
     eps: f64,
 ) -> Result<Tensor> {
     let scale = (var + eps)?.sqrt()?.recip()?.broadcast_mul(gamma)?;
-    Ok(rows
-        .broadcast_sub(mean)?
+    Ok(x.broadcast_sub(mean)?
         .broadcast_mul(&scale)?
         .broadcast_add(beta)?)
 }
@@ -214,11 +214,7 @@ pub fn normalize(
 ) -> Result<Tensor> {
     let (_, shape) = layout(x)?;
     let r = |t: &Tensor| t.reshape(shape.clone());
-    let inv_std = (r(var)? + eps)?.sqrt()?.recip()?;
-    let scale = inv_std.broadcast_mul(&r(gamma)?)?;
-    Ok(x.broadcast_sub(&r(mean)?)?
-        .broadcast_mul(&scale)?
-        .broadcast_add(&r(beta)?)?)
+    normalize_broadcast(x, &r(mean)?, &r(var)?, &r(gamma)?, &r(beta)?, eps)
 }
 
 #[cfg(test)]
