@@ -127,6 +127,11 @@ fn bad_flags_are_refused() {
     ));
     assert_fails_with(&output, &["soon"]);
 
+    for decay in ["--gen-ema=1", "--gen-ema=-0.5", "--gen-ema=nan"] {
+        let output = run(&train_args(m, o, &["--iterations", "1", decay]));
+        assert_fails_with(&output, &["--gen-ema", "(0, 1)"]);
+    }
+
     let output = run(&["train", "gan", "--margin", "3", "--iterations", "1"]);
     assert_fails_with(&output, &["--margin", "EBGAN"]);
     assert!(temporaries(dir.path()).is_empty());

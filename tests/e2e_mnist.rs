@@ -281,3 +281,96 @@ fn lr_decay_reaches_zero_and_a_run_resumed_without_it_trains_at_the_configured_r
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(snapshot_rates(&out.join("snapshot_iter_10")), (1e-3, 1e-3));
 }
+
+/// The snapshot's tensors under `prefix`, keyed by the rest of their names.
+fn tensors_under(snapshot: &Path, prefix: &str) -> Vec<(String, Vec<f32>)> {
+    let state = kusari_trainer::State::load(snapshot, &candle_core::Device::Cpu).unwrap();
+    state
+        .tensors()
+        .iter()
+        .filter_map(|(name, tensor)| {
+            let rest = name.strip_prefix(prefix)?;
+            Some((
+                rest.to_string(),
+                tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn gen_ema_keeps_an_averaged_generator_that_sampling_uses() {
+    let Some(mnist) = mnist_dir("gen_ema_keeps_an_averaged_generator_that_sampling_uses") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ema");
+    let trained = train(&out, &mnist, &["--epochs", "1", "--gen-ema", "0.99"]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    assert!(out.join("generated_epoch1.png").is_file());
+    assert!(out.join("generated_average_epoch1.png").is_file());
+
+    let snapshot = out.join("snapshot_iter_600");
+    let live = tensors_under(&snapshot, "updater/models/gen/");
+    let average = tensors_under(&snapshot, "extensions/gen_average/average/");
+    assert_eq!(
+        live.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        average.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "the average holds every variable of G"
+    );
+    assert_ne!(
+        live, average,
+        "600 steps at decay 0.99 move the average off the live weights"
+    );
+
+    let by_default = dir.path().join("default.npy");
+    let output = sample(&snapshot, 50, &by_default);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("moving average"),
+        "{}",
+        stderr(&output)
+    );
+    let live_npy = dir.path().join("live.npy");
+    let output = run(&[
+        "sample",
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+        "--n",
+        "50",
+        "--weights",
+        "live",
+        "--out",
+        live_npy.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_ne!(
+        std::fs::read(&by_default).unwrap(),
+        std::fs::read(&live_npy).unwrap(),
+        "the average's samples differ from the live G's on the same noise"
+    );
+
+    // A run without --gen-ema has no average to sample.
+    let plain = dir.path().join("plain");
+    let trained = train(&plain, &mnist, &["--iterations", "2"]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let output = run(&[
+        "sample",
+        "--snapshot",
+        plain.join("snapshot_iter_2").to_str().unwrap(),
+        "--n",
+        "5",
+        "--weights",
+        "average",
+        "--out",
+        dir.path().join("none.npy").to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("without --gen-ema"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -121,6 +121,12 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub lr_decay: Option<LrDecay>,
 
+    /// Keep an exponential moving average of G's weights with this decay (e.g. 0.999); samples
+    /// (`generated_average_epoch{E}.png`), evaluations and `kusari sample` then use it; 0 turns
+    /// it off [default: off].
+    #[arg(long)]
+    pub gen_ema: Option<f64>,
+
     /// Examples per batch [preset: 100; fast with conv nets 50].
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -263,8 +269,22 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
+    /// G's weights to sample: `live` (trained), or `average` (their moving average, kept by
+    /// `kusari train --gen-ema`) [default: average where the snapshot has one, else live].
+    #[arg(long, value_enum)]
+    pub weights: Option<SampleWeights>,
+
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+/// Which of G's weights `kusari sample` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SampleWeights {
+    /// The weights being trained.
+    Live,
+    /// Their moving average (`kusari train --gen-ema`).
+    Average,
 }
 
 #[derive(Debug, Clone, Args)]

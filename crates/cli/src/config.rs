@@ -56,6 +56,9 @@ pub struct RunConfig {
     /// How the learning rates move over the run.
     #[serde(default)]
     pub lr_decay: LrDecay,
+    /// The decay of the moving average of G's weights, when one is kept.
+    #[serde(default)]
+    pub gen_ema: Option<f64>,
 }
 
 #[cfg(test)]
@@ -127,6 +130,7 @@ impl RunConfig {
             eval_every_epochs: 0.0,
             eval_samples: 10_000,
             lr_decay: LrDecay::None,
+            gen_ema: None,
         }
     }
 
@@ -162,6 +166,11 @@ impl RunConfig {
         }
         if !(self.eval_every_epochs.is_finite() && self.eval_every_epochs >= 0.0) {
             bail!("--eval-every must be 0 (off) or a positive number of epochs");
+        }
+        if let Some(d) = self.gen_ema {
+            if !(d > 0.0 && d < 1.0) {
+                bail!("--gen-ema must lie in (0, 1) (0.999 is usual; 0 turns it off), got {d}");
+            }
         }
         if self.keep_snapshots == 0 {
             bail!("--keep-snapshots must be at least 1");
@@ -309,6 +318,9 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
     }
     if let Some(v) = args.lr_decay {
         config.lr_decay = v;
+    }
+    if let Some(v) = args.gen_ema {
+        config.gen_ema = (v != 0.0).then_some(v);
     }
     if let Some(v) = args.snapshot_every {
         config.snapshot_every_epochs = v;

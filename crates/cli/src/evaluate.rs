@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use kusari_models::eval::{
     evaluate, read_npy_images, train_judge_with, Evaluator, Judge, JudgeTraining,
 };
-use kusari_models::{Nets, Phase};
+use kusari_models::{Generator, Phase};
 use kusari_trainer::datasets::{mnist, PixelRange, Split};
 use kusari_trainer::{Rng, Trainer, Updater};
 
@@ -86,17 +86,18 @@ pub fn run_train_classifier(args: &TrainClassifierArgs) -> Result<()> {
 }
 
 /// Adds the Evaluator: every `--eval-every` epochs, `--eval-samples` images
-/// from G (evaluation mode, fixed noise) are judged and `eval/is`,
-/// `eval/fid`, `eval/min_class_share` go into the log.
+/// from `gen` (G, or the average of its weights; evaluation mode, fixed
+/// noise) are judged and `eval/is`, `eval/fid`, `eval/min_class_share` go
+/// into the log.
 pub fn add_evaluator<U: Updater + 'static>(
     trainer: &mut Trainer<U>,
     config: &RunConfig,
-    nets: &Nets,
+    gen: &Generator,
 ) -> Result<()> {
     let dir = mnist_folder(config.data.data_dir.as_deref())?;
     let judge = Judge::load_or_train(&dir).context("preparing the judge for --eval-every")?;
     let reference = Arc::new(judge.test_stats(&dir)?);
-    let gen = nets.gen.clone();
+    let gen = gen.clone();
     let seed = config.seed;
     let range = config.data.pixel_range;
     let sample = Box::new(move |n: usize| -> Result<Tensor> {

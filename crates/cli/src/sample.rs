@@ -6,13 +6,13 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
-use kusari_models::{Generator, Phase};
+use kusari_models::{GenWeights, Generator, Phase};
 use kusari_trainer::datasets::PixelRange;
 use kusari_trainer::device::parse_device;
 use kusari_trainer::fsutil::write_atomic;
 use kusari_trainer::{Rng, State};
 
-use crate::args::SampleArgs;
+use crate::args::{SampleArgs, SampleWeights};
 use crate::train::config_from_snapshot;
 
 /// Noise for `kusari sample` comes from this stream of `--seed`.
@@ -31,7 +31,12 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     let state = State::load(&args.snapshot, &device)?;
     let config = config_from_snapshot(&state, &args.snapshot)?;
     let gen = Generator::new(&config.model.model, &device, &mut Rng::new(0))?;
-    gen.load_snapshot(&state)?;
+    let weights = match args.weights {
+        None => GenWeights::best_in(&state),
+        Some(SampleWeights::Live) => GenWeights::Live,
+        Some(SampleWeights::Average) => GenWeights::Average,
+    };
+    gen.load_snapshot_weights(&state, weights)?;
 
     let mut rng = Rng::derived(args.seed, SAMPLE_STREAM);
     let mut bytes = Vec::with_capacity(args.n * config.image().len());
@@ -50,8 +55,12 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         vec![args.n, image.height, image.width, image.channels]
     };
     write_npy_u8(&args.out, &shape, &bytes)?;
+    let which = match weights {
+        GenWeights::Live => "G's trained weights",
+        GenWeights::Average => "the moving average of G's weights",
+    };
     eprintln!(
-        "wrote {} images {:?} to {}",
+        "wrote {} images {:?} from {which} to {}",
         args.n,
         shape,
         args.out.display()

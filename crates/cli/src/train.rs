@@ -8,15 +8,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use kusari_models::extensions::{GeneratedImages, ReconstructedImages};
-use kusari_models::Nets;
+use kusari_models::{Generator, Nets, GEN_AVERAGE_EXTENSION};
 use kusari_trainer::datasets::{image_folder::ImageFolder, mnist, Split};
 use kusari_trainer::extensions::{
-    latest_snapshot, FailOnNonNumber, LinearShift, LogReport, NonFiniteValue, PlotReport,
-    PrintReport, ProgressBar, ShiftSpan, Snapshot,
+    latest_snapshot, FailOnNonNumber, LinearShift, LogReport, MovingAverage, NonFiniteValue,
+    PlotReport, PrintReport, ProgressBar, ShiftSpan, Snapshot,
 };
 use kusari_trainer::fsutil::{ensure_writable_dir, write_atomic};
 use kusari_trainer::{
-    AnyOf, ArrayDataset, Dataset, Ending, IntervalTrigger, SerialIterator, State, TimeTrigger,
+    AnyOf, ArrayDataset, Dataset, Ending, IntervalTrigger, Rng, SerialIterator, State, TimeTrigger,
     Trainer, Trigger, Unit, Updater,
 };
 
@@ -264,17 +264,45 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
         config.seed,
         range,
     )?);
+    let judged = match config.gen_ema {
+        Some(decay) => {
+            let average = generator_average(trainer, config, nets, decay)?;
+            trainer.extend(
+                GeneratedImages::new(average.clone(), 100, config.seed, range)?
+                    .file_stem("generated_average"),
+            );
+            average
+        }
+        None => nets.gen.clone(),
+    };
     if let Some(ae) = nets.dis.auto_encoder() {
         let images = reconstruction_inputs(config, dataset, nets.gen.device())?;
         trainer.extend(ReconstructedImages::new(ae.clone(), images, range)?);
     }
     if config.eval_every_epochs > 0.0 {
-        crate::evaluate::add_evaluator(trainer, config, nets)?;
+        crate::evaluate::add_evaluator(trainer, config, &judged)?;
     }
     if let Some(shift) = learning_rate_shift(config, trainer.updater().iterations_per_epoch())? {
         trainer.extend(shift);
     }
     Ok(())
+}
+
+/// `--gen-ema DECAY`: a second G holding the moving average of the trained
+/// one's weights, kept by a [`MovingAverage`] that snapshots save.
+fn generator_average<U: Updater + 'static>(
+    trainer: &mut Trainer<U>,
+    config: &RunConfig,
+    nets: &Nets,
+    decay: f64,
+) -> Result<Generator> {
+    // Its initial weights are overwritten by a copy of G's when training starts.
+    let average = Generator::new(&config.model.model, nets.gen.device(), &mut Rng::new(0))?;
+    let averaging = MovingAverage::new(nets.gen.params().clone(), average.params().clone(), decay)
+        .context("--gen-ema")?
+        .named(GEN_AVERAGE_EXTENSION);
+    trainer.extend(averaging);
+    Ok(average)
 }
 
 /// `--lr-decay linear`: every rate to zero over the run's iterations, else

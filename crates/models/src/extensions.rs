@@ -20,6 +20,7 @@ pub struct GeneratedImages {
     z: Tensor,
     value_range: (f32, f32),
     columns: usize,
+    stem: String,
 }
 
 impl GeneratedImages {
@@ -32,7 +33,16 @@ impl GeneratedImages {
             z,
             value_range,
             columns: grid_columns(n),
+            stem: "generated".into(),
         })
+    }
+
+    /// Names the files `{stem}_epoch{E}.png` (and the extension `{stem}_images`),
+    /// to save a second generator's images beside the first's: `kusari train
+    /// --gen-ema` saves the averaged G's as `generated_average_epoch{E}.png`.
+    pub fn file_stem(mut self, stem: impl Into<String>) -> Self {
+        self.stem = stem.into();
+        self
     }
 }
 
@@ -43,7 +53,7 @@ fn grid_columns(n: usize) -> usize {
 
 impl Extension for GeneratedImages {
     fn name(&self) -> String {
-        "generated_images".into()
+        format!("{}_images", self.stem)
     }
 
     fn default_trigger(&mut self) -> Box<dyn Trigger> {
@@ -54,7 +64,7 @@ impl Extension for GeneratedImages {
         let images = self.gen.forward(&self.z, &mut crate::Phase::Eval)?;
         let path = ctx
             .out()
-            .join(format!("generated_epoch{}.png", ctx.epoch()));
+            .join(format!("{}_epoch{}.png", self.stem, ctx.epoch()));
         write_image_grid(&path, &images, self.columns, self.value_range)
             .with_context(|| format!("saving {}", path.display()))
     }

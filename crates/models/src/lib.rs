@@ -65,6 +65,7 @@ pub use ebgan::{EbganLosses, EbganUpdater};
 pub use gan::{GanLosses, GanUpdater};
 pub use layers::Phase;
 pub use nets::{
-    AutoEncoder, Discriminator, Encoded, Generator, LogitDiscriminator, GEN_IN_SNAPSHOT,
+    AutoEncoder, Discriminator, Encoded, GenWeights, Generator, LogitDiscriminator,
+    GEN_AVERAGE_EXTENSION, GEN_AVERAGE_IN_SNAPSHOT, GEN_IN_SNAPSHOT,
 };
 pub use setup::{Core, Nets};

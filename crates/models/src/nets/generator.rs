@@ -10,6 +10,33 @@ use crate::layers::Phase;
 /// Where a trainer snapshot keeps G's parameters and buffers (the updater's model `gen`).
 pub const GEN_IN_SNAPSHOT: &str = "updater/models/gen";
 
+/// The name under which `kusari train --gen-ema` registers the
+/// [`kusari_trainer::extensions::MovingAverage`] of G's weights.
+pub const GEN_AVERAGE_EXTENSION: &str = "gen_average";
+
+/// Where a trainer snapshot keeps the moving average of G's weights, when the run kept one.
+pub const GEN_AVERAGE_IN_SNAPSHOT: &str = "extensions/gen_average/average";
+
+/// Which of G's weights to take from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenWeights {
+    /// The weights being trained.
+    Live,
+    /// Their moving average (`kusari train --gen-ema`).
+    Average,
+}
+
+impl GenWeights {
+    /// The average where the snapshot holds one, else the live weights.
+    pub fn best_in(snapshot: &State) -> Self {
+        if snapshot.has_child(GEN_AVERAGE_IN_SNAPSHOT) {
+            Self::Average
+        } else {
+            Self::Live
+        }
+    }
+}
+
 /// G: noise `z ~ U(−1, 1)^z_dim` → images `[N, C, H, W]`.
 #[derive(Clone)]
 pub struct Generator {
@@ -90,11 +117,25 @@ impl Generator {
     /// Loads G's parameters and buffers from a whole trainer snapshot (its
     /// [`GEN_IN_SNAPSHOT`] part), as sampling from a trained run needs.
     pub fn load_snapshot(&self, snapshot: &State) -> Result<()> {
+        self.load_snapshot_weights(snapshot, GenWeights::Live)
+    }
+
+    /// Loads the live weights or their moving average from a trainer snapshot.
+    pub fn load_snapshot_weights(&self, snapshot: &State, weights: GenWeights) -> Result<()> {
         if !snapshot.has_child(GEN_IN_SNAPSHOT) {
             bail!("the snapshot holds no generator (`{GEN_IN_SNAPSHOT}`): it is not a kusari GAN/EBGAN snapshot");
         }
+        let (key, what) = match weights {
+            GenWeights::Live => (GEN_IN_SNAPSHOT, "the snapshot's generator"),
+            GenWeights::Average => {
+                if !snapshot.has_child(GEN_AVERAGE_IN_SNAPSHOT) {
+                    bail!("the snapshot holds no average of G's weights: its run was trained without --gen-ema; sample its live weights instead");
+                }
+                (GEN_AVERAGE_IN_SNAPSHOT, "the snapshot's average of G")
+            }
+        };
         self.params
-            .load_state(&snapshot.child(GEN_IN_SNAPSHOT), "the snapshot's generator")
+            .load_state(&snapshot.child(key), what)
             .context("loading G from the snapshot")
     }
 }

@@ -11,7 +11,9 @@ pub mod mlp;
 pub mod stack;
 
 pub use discriminator::{AutoEncoder, Discriminator, Encoded, LogitDiscriminator};
-pub use generator::{Generator, GEN_IN_SNAPSHOT};
+pub use generator::{
+    GenWeights, Generator, GEN_AVERAGE_EXTENSION, GEN_AVERAGE_IN_SNAPSHOT, GEN_IN_SNAPSHOT,
+};
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;

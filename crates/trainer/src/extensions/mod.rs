@@ -1,8 +1,8 @@
 //! Ready-made extensions: the log ([`LogReport`]) and its views
 //! ([`PrintReport`], [`PlotReport`]), a [`ProgressBar`], [`Snapshot`]s to
 //! resume from, [`FailOnNonNumber`] to stop a diverged run, [`LinearShift`]
-//! to move the learning rates over the run, and [`write_image_grid`] for
-//! extensions that save sample images.
+//! to move the learning rates over the run, a [`MovingAverage`] of a model's
+//! weights, and [`write_image_grid`] for extensions that save sample images.
 //!
 //! ```no_run
 //! use kusari_trainer::extensions::{FailOnNonNumber, LogReport, PlotReport, PrintReport, ProgressBar, Snapshot};
@@ -24,6 +24,7 @@ mod fail_on_nonnumber;
 mod image_grid;
 mod linear_shift;
 mod log_report;
+mod moving_average;
 mod plot_report;
 mod png_file;
 mod print_report;
@@ -34,6 +35,7 @@ pub use fail_on_nonnumber::{FailOnNonNumber, NonFiniteValue};
 pub use image_grid::write_image_grid;
 pub use linear_shift::{LinearShift, ShiftSpan};
 pub use log_report::{LogEntries, LogEntry, LogReport};
+pub use moving_average::MovingAverage;
 pub use plot_report::{PlotReport, XAxis};
 pub use print_report::PrintReport;
 pub use progress_bar::{BarLineWriter, ProgressBar};
