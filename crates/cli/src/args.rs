@@ -206,6 +206,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub decoder_layers: Option<usize>,
 
+    /// Conv D: a fully connected code of this size after the conv stages, instead of the last
+    /// feature maps; 0 keeps the maps [preset: 0].
+    #[arg(long)]
+    pub code_dim: Option<usize>,
+
     /// Dropout ratio after each of D's hidden BatchNorms, in [0, 1); 0 turns it off [preset: 0.5].
     #[arg(long)]
     pub dropout: Option<f64>,

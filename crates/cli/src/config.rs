@@ -239,6 +239,9 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
     if let Some(v) = args.decoder_layers {
         model.model.dis.decoder_layers = v;
     }
+    if let Some(v) = args.code_dim {
+        model.model.dis.code_dim = v;
+    }
     if let Some(v) = args.dropout {
         model.model.dis.dropout = v;
     }

@@ -301,6 +301,10 @@ pub struct DisConfig {
     /// MLP EBGAN: hidden layers of the decoder before its output Linear
     /// (0, the seed's: the code maps linearly to the image). Conv, GAN: ignored.
     pub decoder_layers: usize,
+    /// Conv: a fully connected code of this size after the conv stages
+    /// (EBGAN's decoder maps it back with a Linear, BatchNorm and ReLU); 0,
+    /// the default, keeps the last feature maps as the code. MLP: ignored.
+    pub code_dim: usize,
     /// How D's weights are drawn.
     pub init: Init,
     /// Dropout ratio after each hidden BatchNorm (0 disables it).
@@ -317,6 +321,7 @@ impl Default for DisConfig {
             units: 1024,
             layers: 4,
             decoder_layers: 0,
+            code_dim: 0,
             init: Init::ChainerV1 { wscale: 0.002 },
             dropout: 0.5,
             leaky_slope: 0.2,
@@ -415,6 +420,9 @@ impl ModelConfig {
             Arch::Mlp => {
                 if self.gen.layers == 0 || self.dis.layers == 0 {
                     bail!("gen.layers and dis.layers must be at least 1 for the MLP nets");
+                }
+                if self.dis.code_dim > 0 {
+                    bail!("a code size (--code-dim) applies to the conv nets (--arch conv); the MLP's code is its last hidden layer (--units-d)");
                 }
             }
             Arch::Conv => {

@@ -173,6 +173,59 @@ fn conv_nets_train_on_28_gray_and_64_rgb() -> Result<()> {
 }
 
 #[test]
+fn a_conv_code_size_puts_a_fully_connected_code_between_encoder_and_decoder() -> Result<()> {
+    for objective in [Objective::Ebgan(EbganConfig::default()), Objective::Gan] {
+        let mut c = Config {
+            objective: objective.clone(),
+            ..Config::default()
+        };
+        c.model = ModelConfig::conv(ImageShape::MNIST);
+        c.model.z_dim = 8;
+        c.model.gen.units = 4;
+        c.model.dis.units = 4;
+        c.model.dis.code_dim = 5;
+        c.batch_size = 3;
+        let keys: &[&str] = if objective.is_ebgan() {
+            &["dis/loss", "gen/loss", "gen/pt"]
+        } else {
+            &["dis/loss", "gen/loss"]
+        };
+        assert_finite(&c, 2, keys)?;
+        let nets = Nets::build(&c, &Device::Cpu, 0)?;
+        let images = nets.gen.sample(2, &mut Rng::new(0))?;
+        if let Some(ae) = nets.dis.auto_encoder() {
+            let encoded = ae.forward(&images, &mut kusari_models::Phase::Eval)?;
+            assert_eq!(encoded.code.dims(), &[2, 5]);
+            assert_eq!(encoded.reconstruction.dims(), images.dims());
+        }
+        // The code's Linear (weights stored [inputs, outputs]): 8 maps of 7×7 → 5 values.
+        let code_weights = nets
+            .dis
+            .params()
+            .all()
+            .into_iter()
+            .filter(|(name, v, _)| name.starts_with("enc/") && v.dims() == [8 * 7 * 7, 5])
+            .count();
+        assert_eq!(code_weights, 1, "one Linear from the maps to the code");
+        if objective.is_ebgan() {
+            let back = nets
+                .dis
+                .params()
+                .all()
+                .into_iter()
+                .filter(|(name, v, _)| name.starts_with("dec/") && v.dims() == [5, 8 * 7 * 7])
+                .count();
+            assert_eq!(back, 1, "one Linear from the code back to the maps");
+        }
+    }
+    let mut mlp = tiny_config(Objective::Ebgan(EbganConfig::default()));
+    mlp.model.dis.code_dim = 5;
+    let err = Nets::build(&mlp, &Device::Cpu, 0).err().expect("refused");
+    assert!(err.to_string().contains("--code-dim"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn g_and_d_come_back_from_a_snapshot() -> Result<()> {
     let config = tiny_config(Objective::Ebgan(EbganConfig::default()));
     let dir = tempfile::tempdir()?;

@@ -7,9 +7,14 @@
 //!   activation.
 //! - D body (the encoder): conv to `units` maps (leaky ReLU, no BatchNorm,
 //!   as DCGAN) → (k−1) × [conv doubling the channels, BatchNorm, dropout,
-//!   leaky ReLU]. Its output maps are the code S.
-//! - EBGAN D's decoder mirrors G's upsampling path from the code. GAN D's head
-//!   is a Linear from the flattened code to one logit.
+//!   leaky ReLU]. Its output maps are the code S; with `code_dim` > 0 a
+//!   Linear from the flattened maps to `code_dim` values is the code instead.
+//!   The maps alone let the auto-encoder copy any local pattern, malformed
+//!   digits included; a narrow code makes it learn the shapes.
+//! - EBGAN D's decoder mirrors G's upsampling path from the code (after a
+//!   Linear back to the maps, BatchNorm and ReLU when the code is
+//!   `code_dim` wide). GAN D's head is a Linear from the flattened code to one
+//!   logit.
 
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -115,8 +120,12 @@ pub fn encoder(
             .dropout(d.dropout)
             .activation(act);
     }
-    let code = channels(d.units, s.count - 1) * s.smallest * s.smallest;
-    Ok((b.build(), code))
+    let maps = channels(d.units, s.count - 1) * s.smallest * s.smallest;
+    if d.code_dim == 0 {
+        return Ok((b.build(), maps));
+    }
+    let b = b.reshape(&[maps]).linear(maps, d.code_dim)?;
+    Ok((b.build(), d.code_dim))
 }
 
 /// The EBGAN decoder: code maps → image.
@@ -129,6 +138,14 @@ pub fn decoder(
     let s = Stages::of(c.image)?;
     let d = &c.dis;
     let mut b = StackBuilder::new(params, d.init, rng, device);
+    if d.code_dim > 0 {
+        let top = channels(d.units, s.count - 1);
+        b = b
+            .linear(d.code_dim, top * s.smallest * s.smallest)?
+            .reshape(&[top, s.smallest, s.smallest])
+            .batch_norm(top)?
+            .activation(Activation::Relu);
+    }
     for i in (1..s.count).rev() {
         let out = channels(d.units, i - 1);
         b = b
@@ -139,15 +156,15 @@ pub fn decoder(
     Ok(b.deconv(d.units, c.image.channels, G)?.build())
 }
 
-/// The GAN head: flattened code → one logit.
+/// The GAN head: the flattened code of `code` values (as [`encoder`]
+/// returns its size) → one logit.
 pub fn logit_head(
     c: &ModelConfig,
+    code: usize,
     params: ParamStore,
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Stack> {
-    let s = Stages::of(c.image)?;
-    let code = channels(c.dis.units, s.count - 1) * s.smallest * s.smallest;
     Ok(StackBuilder::new(params, c.dis.init, rng, device)
         .reshape(&[code])
         .linear(code, 1)?

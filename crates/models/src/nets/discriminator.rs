@@ -128,10 +128,11 @@ impl LogitDiscriminator {
                 mlp::encoder(config, params.sub("enc"), rng, device)?.0,
                 mlp::logit_head(config, params.sub("head"), rng, device)?,
             ),
-            Arch::Conv => (
-                conv::encoder(config, params.sub("enc"), rng, device)?.0,
-                conv::logit_head(config, params.sub("head"), rng, device)?,
-            ),
+            Arch::Conv => {
+                let (body, code) = conv::encoder(config, params.sub("enc"), rng, device)?;
+                let head = conv::logit_head(config, code, params.sub("head"), rng, device)?;
+                (body, head)
+            }
         };
         Ok(Self {
             params,
