@@ -61,6 +61,85 @@ fn ebgan_steps_change_only_their_own_net() -> Result<()> {
     Ok(())
 }
 
+/// The reference step's G and D gradients equal those of L_G and L_D from
+/// one graph (as `EbganUpdater::losses` builds it), though the step itself
+/// stops L_D's backward pass at the fake batch.
+#[test]
+fn the_reference_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()> {
+    let mut conv = Config {
+        objective: Objective::Ebgan(EbganConfig::default()),
+        ..Config::default()
+    };
+    conv.model = ModelConfig::conv(ImageShape::MNIST);
+    conv.model.z_dim = 8;
+    conv.model.gen.units = 4;
+    conv.model.dis.units = 4;
+    conv.batch_size = 3;
+    let mut mlp = tiny_config(Objective::Ebgan(EbganConfig::default()));
+    mlp.model.dis.dropout = 0.5;
+    for config in [conv, mlp] {
+        let real = real_batch(&config)?;
+        let updater = |nets: &Nets| -> Result<EbganUpdater> {
+            let Discriminator::AutoEncoder(dis) = &nets.dis else {
+                panic!("EBGAN needs an auto-encoder")
+            };
+            let ebgan = EbganConfig::default();
+            Ok(
+                EbganUpdater::new(nets.gen.clone(), dis.clone(), ebgan, Rng::new(1))
+                    .with_reference_step(),
+            )
+        };
+        // Expected: one graph, both backward passes through everything.
+        let graph = Nets::build(&config, &Device::Cpu, 0)?;
+        let losses = updater(&graph)?.losses(&real)?;
+        let (dis_grads, gen_grads) = (losses.dis.backward()?, losses.gen.backward()?);
+        // Stepped: the same nets and noise, SGD at rate 1, so a weight moves by minus its gradient.
+        let stepped = Nets::build(&config, &Device::Cpu, 0)?;
+        let mut optimizers = kusari_trainer::Optimizers::new();
+        optimizers.insert(
+            "gen",
+            kusari_trainer::Sgd::new(stepped.gen.params().parameters(), 1.0),
+        );
+        optimizers.insert(
+            "dis",
+            kusari_trainer::Sgd::new(stepped.dis.params().parameters(), 1.0),
+        );
+        let models = kusari_trainer::Models::new();
+        let mut ctx = kusari_trainer::UpdateContext {
+            iteration: 1,
+            device: &Device::Cpu,
+            models: &models,
+            optimizers: &mut optimizers,
+        };
+        let batch = kusari_trainer::Batch {
+            values: real.clone(),
+            labels: None,
+        };
+        let mut stepping = updater(&stepped)?;
+        let observation = kusari_trainer::Observation::default();
+        kusari_trainer::reporter::scope(&observation, || {
+            kusari_trainer::UpdateCore::update_core(&mut stepping, batch, &mut ctx)
+        })?;
+        for (store, after, grads) in [
+            (graph.gen.params(), stepped.gen.params(), &gen_grads),
+            (graph.dis.params(), stepped.dis.params(), &dis_grads),
+        ] {
+            for (name, var) in store.parameters() {
+                let grad = grads.get(var.as_tensor()).expect("a gradient");
+                let want = (var.as_tensor() - grad)?.flatten_all()?.to_vec1::<f32>()?;
+                let got = after.get(&name).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "`{name}`: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn gan_steps_change_only_their_own_net() -> Result<()> {
     let config = tiny_config(Objective::Gan);

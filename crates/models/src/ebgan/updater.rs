@@ -1,5 +1,5 @@
-use anyhow::Result;
-use candle_core::Tensor;
+use anyhow::{Context, Result};
+use candle_core::{Tensor, Var};
 use kusari_trainer::{report, Batch, Rng, State, UpdateContext, UpdateCore};
 
 use super::{energy, pull_away};
@@ -94,18 +94,24 @@ impl EbganUpdater {
     /// One forward pass on the real batch `real` (`[N, C, H, W]`) and a fake
     /// batch of the same size.
     pub fn losses(&mut self, real: &Tensor) -> Result<EbganLosses> {
-        let n = real.dim(0)?;
+        let fake = self.generate(real.dim(0)?)?;
+        self.losses_on(real, &fake)
+    }
+
+    /// A fake batch of `n` images, G in training mode.
+    fn generate(&mut self, n: usize) -> Result<Tensor> {
         let z = self.gen.sample_z(n, &mut self.rng)?;
-        let fake = self.gen.forward(&z, &mut Phase::Train(&mut self.rng))?;
+        self.gen.forward(&z, &mut Phase::Train(&mut self.rng))
+    }
+
+    /// D's forward pass on `real` and `fake`, and the losses.
+    fn losses_on(&mut self, real: &Tensor, fake: &Tensor) -> Result<EbganLosses> {
         let (real_out, fake_out) =
             self.dis
-                .forward_pair(real, &fake, &mut Phase::Train(&mut self.rng))?;
+                .forward_pair(real, fake, &mut Phase::Train(&mut self.rng))?;
 
         let real_energy = energy(&real_out.reconstruction, real)?;
-        let fake_energy = energy(&fake_out.reconstruction, &fake)?;
-        // The fake batch is not detached: one graph serves both losses. D's
-        // optimizer holds only D's variables, so L_D's gradients with respect
-        // to G are computed but never applied.
+        let fake_energy = energy(&fake_out.reconstruction, fake)?;
         let dis = (&real_energy + fake_energy.affine(-1.0, self.config.margin)?.relu()?)?;
         let pt = pull_away(&fake_out.code, self.config.pt)?;
         let gen = (&fake_energy + (&pt * self.config.pt_weight)?)?;
@@ -130,10 +136,21 @@ impl UpdateCore<Batch> for EbganUpdater {
             report("dis/fake_energy", l.fake_energy)?;
             return Ok(());
         }
-        let losses = self.losses(&batch.values)?;
+        let real = &batch.values;
+        let fake = self.generate(real.dim(0)?)?;
+        // D sees the fake batch as a leaf of its own: L_D's backward pass
+        // stops there instead of running through G for gradients nobody
+        // applies, and L_G's yields ∂L_G/∂fake, which one backward pass
+        // through G turns into G's gradients.
+        let fake_leaf = Var::from_tensor(&fake.detach())?;
+        let losses = self.losses_on(real, fake_leaf.as_tensor())?;
         // Both gradient sets come from the same forward pass, before either net changes.
         let dis_grads = losses.dis.backward()?;
-        let gen_grads = losses.gen.backward()?;
+        let mut through_dis = losses.gen.backward()?;
+        let fake_grad = through_dis
+            .remove(fake_leaf.as_tensor())
+            .context("L_G has no gradient with respect to the fake batch")?;
+        let gen_grads = (&fake * fake_grad.detach())?.sum_all()?.backward()?;
         ctx.optimizers.get_mut("dis")?.step(&dis_grads)?;
         ctx.optimizers.get_mut("gen")?.step(&gen_grads)?;
 
