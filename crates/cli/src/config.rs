@@ -108,8 +108,10 @@ impl RunConfig {
             iterations: None,
             time_limit_seconds: None,
         };
+        let mut gen_ema = None;
         if preset == Preset::Fast {
             crate::presets::apply_fast(&mut model, arch);
+            gen_ema = crate::presets::fast_gen_ema(arch);
             length = Length {
                 epochs: None,
                 iterations: None,
@@ -130,7 +132,7 @@ impl RunConfig {
             eval_every_epochs: 0.0,
             eval_samples: 10_000,
             lr_decay: LrDecay::None,
-            gen_ema: None,
+            gen_ema,
         }
     }
 

@@ -46,8 +46,18 @@ pub fn apply_fast(model: &mut Config, arch: Arch) {
         Arch::Conv => {
             nets.gen.units = 64;
             nets.dis.units = 32;
+            nets.dis.code_dim = 64;
             model.batch_size = 50;
         }
+    }
+}
+
+/// The moving average of G's weights `fast` keeps (`--gen-ema`): for the
+/// conv nets, where it was measured, 0.999.
+pub fn fast_gen_ema(arch: Arch) -> Option<f64> {
+    match arch {
+        Arch::Mlp => None,
+        Arch::Conv => Some(0.999),
     }
 }
 
@@ -89,7 +99,9 @@ mod tests {
         let nets = &fast.model.model;
         assert_eq!(nets.arch, Arch::Conv);
         assert_eq!((nets.gen.units, nets.dis.units), (64, 32));
+        assert_eq!(nets.dis.code_dim, 64);
         assert_eq!(fast.model.batch_size, 50);
+        assert_eq!(fast.gen_ema, Some(0.999));
     }
 
     #[test]
@@ -100,5 +112,6 @@ mod tests {
         assert_eq!((nets.gen.units, nets.dis.units), (1024, 256));
         assert_eq!((nets.gen.layers, nets.dis.layers), (2, 2));
         assert_eq!(fast.model.batch_size, 100);
+        assert_eq!(fast.gen_ema, None);
     }
 }
