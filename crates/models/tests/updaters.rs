@@ -66,15 +66,11 @@ fn ebgan_steps_change_only_their_own_net() -> Result<()> {
 /// stops L_D's backward pass at the fake batch.
 #[test]
 fn the_reference_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()> {
-    let mut conv = Config {
-        objective: Objective::Ebgan(EbganConfig::default()),
-        ..Config::default()
-    };
-    conv.model = ModelConfig::conv(ImageShape::MNIST);
-    conv.model.z_dim = 8;
-    conv.model.gen.units = 4;
-    conv.model.dis.units = 4;
-    conv.batch_size = 3;
+    let conv = tiny_conv_config(
+        Objective::Ebgan(EbganConfig::default()),
+        ImageShape::MNIST,
+        4,
+    );
     let mut mlp = tiny_config(Objective::Ebgan(EbganConfig::default()));
     mlp.model.dis.dropout = 0.5;
     for config in [conv, mlp] {
@@ -158,6 +154,29 @@ fn gan_steps_change_only_their_own_net() -> Result<()> {
     Ok(())
 }
 
+/// Conv nets of `units` channels for `image`, z-dim 8, batch 3.
+fn tiny_conv_config(objective: Objective, image: ImageShape, units: usize) -> Config {
+    let mut c = Config {
+        objective,
+        ..Config::default()
+    };
+    c.model = ModelConfig::conv(image);
+    c.model.z_dim = 8;
+    c.model.gen.units = units;
+    c.model.dis.units = units;
+    c.batch_size = 3;
+    c
+}
+
+/// The keys every step of `objective` reports.
+fn step_keys(objective: &Objective) -> &'static [&'static str] {
+    if objective.is_ebgan() {
+        &["dis/loss", "gen/loss", "gen/pt"]
+    } else {
+        &["dis/loss", "gen/loss"]
+    }
+}
+
 fn assert_finite(config: &Config, iterations: u64, keys: &[&str]) -> Result<()> {
     let reports = run(
         config,
@@ -220,21 +239,8 @@ fn every_mlp_choice_trains() -> Result<()> {
 fn conv_nets_train_on_28_gray_and_64_rgb() -> Result<()> {
     for (image, units) in [(ImageShape::MNIST, 4), (ImageShape::RGB64, 2)] {
         for objective in [Objective::Ebgan(EbganConfig::default()), Objective::Gan] {
-            let mut c = Config {
-                objective: objective.clone(),
-                ..Config::default()
-            };
-            c.model = ModelConfig::conv(image);
-            c.model.z_dim = 8;
-            c.model.gen.units = units;
-            c.model.dis.units = units;
-            c.batch_size = 3;
-            let keys: &[&str] = if objective.is_ebgan() {
-                &["dis/loss", "gen/loss", "gen/pt"]
-            } else {
-                &["dis/loss", "gen/loss"]
-            };
-            assert_finite(&c, 2, keys)?;
+            let c = tiny_conv_config(objective.clone(), image, units);
+            assert_finite(&c, 2, step_keys(&objective))?;
             let nets = Nets::build(&c, &Device::Cpu, 0)?;
             let images = nets.gen.sample(2, &mut Rng::new(0))?;
             assert_eq!(
@@ -254,22 +260,9 @@ fn conv_nets_train_on_28_gray_and_64_rgb() -> Result<()> {
 #[test]
 fn a_conv_code_size_puts_a_fully_connected_code_between_encoder_and_decoder() -> Result<()> {
     for objective in [Objective::Ebgan(EbganConfig::default()), Objective::Gan] {
-        let mut c = Config {
-            objective: objective.clone(),
-            ..Config::default()
-        };
-        c.model = ModelConfig::conv(ImageShape::MNIST);
-        c.model.z_dim = 8;
-        c.model.gen.units = 4;
-        c.model.dis.units = 4;
+        let mut c = tiny_conv_config(objective.clone(), ImageShape::MNIST, 4);
         c.model.dis.code_dim = 5;
-        c.batch_size = 3;
-        let keys: &[&str] = if objective.is_ebgan() {
-            &["dis/loss", "gen/loss", "gen/pt"]
-        } else {
-            &["dis/loss", "gen/loss"]
-        };
-        assert_finite(&c, 2, keys)?;
+        assert_finite(&c, 2, step_keys(&objective))?;
         let nets = Nets::build(&c, &Device::Cpu, 0)?;
         let images = nets.gen.sample(2, &mut Rng::new(0))?;
         if let Some(ae) = nets.dis.auto_encoder() {
