@@ -9,6 +9,11 @@
 //! (forward and backward), the weight gradient computed tile by tile and
 //! applied by Adam at once, and buffers reused across iterations.
 //!
+//! The candle-ops path itself runs three kinds of layer on kusari's CPU
+//! kernels for f32, as candle custom ops with their gradients: convolutions
+//! ([`conv`]), training-mode BatchNorm ([`channel_norm`]) and activations
+//! ([`activation`]), each tested against candle's own ops.
+//!
 //! The updater picks it automatically; `KUSARI_STEP=reference` in the
 //! environment (or [`crate::EbganUpdater::with_reference_step`]) forces the
 //! candle path. Both paths draw the same noise and dropout masks, so their
@@ -17,8 +22,9 @@
 //! depend only on the layer shapes, so a run repeats bit for bit whatever
 //! the thread count.
 
-mod activation;
+pub(crate) mod activation;
 mod batch_norm;
+pub(crate) mod channel_norm;
 mod columns;
 pub(crate) mod conv;
 mod dense;

@@ -5,6 +5,11 @@
 //! Works on `[N, C]` (per feature) and `[N, C, H, W]` (per channel) inputs.
 //! γ and β are parameters; the running mean and variance are buffers
 //! (`avg_mean`, `avg_var`), saved in snapshots but not trained.
+//!
+//! Training on f32 CPU tensors runs on fused kernels (`fast::channel_norm`:
+//! two passes forward, two for the gradient) for one batch, `Separate` and
+//! `Joint`; `RealStats` over several batches, and every other device or
+//! type, on candle's ops.
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, Var};
@@ -12,6 +17,7 @@ use kusari_trainer::ParamStore;
 
 use super::Phase;
 use crate::config::BnStrategy;
+use crate::fast::channel_norm;
 
 /// Chainer's default epsilon.
 pub const EPS: f64 = 2e-5;
@@ -80,6 +86,11 @@ impl BatchNorm {
         if xs.is_empty() {
             return Ok(Vec::new());
         }
+        let fused = xs.iter().all(channel_norm::applies_to)
+            && (xs.len() == 1 || strategy != BnStrategy::RealStats);
+        if fused {
+            return self.forward_fused(xs, strategy);
+        }
         // Statistics are taken over the trailing dimension of a channel-major
         // copy: candle sums trailing dimensions in one pass, but any other
         // set of axes (as [N, C, H, W]'s 0, 2, 3, here and in the backward
@@ -119,6 +130,37 @@ impl BatchNorm {
             .iter()
             .zip(xs)
             .map(|(y, x)| from_channel_major(y, x.dims()))
+            .collect()
+    }
+
+    /// Training on f32 CPU tensors with kusari's fused kernels (one pass for
+    /// the statistics, one for the output, two for the gradient); the same
+    /// values as the candle-ops path to float rounding. `RealStats` over
+    /// several batches stays on candle's ops.
+    fn forward_fused(&self, xs: &[Tensor], strategy: BnStrategy) -> Result<Vec<Tensor>> {
+        for x in xs {
+            layout(x)?;
+        }
+        let (gamma, beta) = (self.gamma.as_tensor(), self.beta.as_tensor());
+        let normalize = |x: &Tensor| -> Result<Tensor> {
+            let (mean, var) = channel_norm::channel_stats(x)?;
+            self.update_running(&mean, &var, x)?;
+            Ok(channel_norm::normalize_train(
+                x, &mean, &var, gamma, beta, self.eps,
+            )?)
+        };
+        if xs.len() == 1 || strategy == BnStrategy::Separate {
+            return xs.iter().map(normalize).collect();
+        }
+        let all = normalize(&Tensor::cat(xs, 0)?)?;
+        let mut start = 0;
+        xs.iter()
+            .map(|x| {
+                let n = x.dim(0)?;
+                let part = all.narrow(0, start, n)?;
+                start += n;
+                Ok(part)
+            })
             .collect()
     }
 
@@ -386,6 +428,83 @@ mod tests {
                 mean[c].abs() < 1e-5 && (var[c] - 1.0).abs() < 1e-3,
                 "{mean:?} {var:?}"
             );
+        }
+        Ok(())
+    }
+
+    /// A layer whose γ, β and running statistics are `dtype` copies of `like`'s.
+    fn layer_as(like: &BatchNorm, dtype: candle_core::DType) -> Result<BatchNorm> {
+        // A copy: `to_dtype` to the same type shares the storage, which the
+        // running statistics' update writes in place.
+        let var = |v: &Var| -> Result<Var> {
+            Ok(Var::from_tensor(&v.as_tensor().to_dtype(dtype)?.copy()?)?)
+        };
+        Ok(BatchNorm {
+            gamma: var(&like.gamma)?,
+            beta: var(&like.beta)?,
+            avg_mean: var(&like.avg_mean)?,
+            avg_var: var(&like.avg_var)?,
+            eps: like.eps,
+            decay: like.decay,
+        })
+    }
+
+    /// f32 on the CPU runs the fused kernels, f64 candle's ops: both must
+    /// agree on outputs, gradients and running statistics, for every strategy.
+    #[test]
+    fn fused_kernels_match_candle_ops_for_every_strategy() -> Result<()> {
+        use candle_core::DType;
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(3);
+        let base = BatchNorm::new(&ParamStore::new(), 3, &dev)?;
+        base.gamma.set(&rng.normal_tensor(3, 1.0, 0.3, &dev)?)?;
+        base.beta.set(&rng.normal_tensor(3, 0.0, 0.3, &dev)?)?;
+        base.avg_var.set(&Tensor::ones(3, DType::F32, &dev)?)?;
+        let real = rng.normal_tensor((4, 3, 2, 5), 0.5, 2.0, &dev)?;
+        let fake = rng.normal_tensor((4, 3, 2, 5), -1.0, 0.5, &dev)?;
+        let weights = rng.normal_tensor((8, 3, 2, 5), 0.0, 1.0, &dev)?;
+        for strategy in [
+            BnStrategy::Joint,
+            BnStrategy::Separate,
+            BnStrategy::RealStats,
+        ] {
+            let mut results = Vec::new();
+            for dtype in [DType::F32, DType::F64] {
+                let bn = layer_as(&base, dtype)?;
+                let xs = [
+                    Var::from_tensor(&real.to_dtype(dtype)?)?,
+                    Var::from_tensor(&fake.to_dtype(dtype)?)?,
+                ];
+                let inputs = [xs[0].as_tensor().clone(), xs[1].as_tensor().clone()];
+                let out = bn.forward(&inputs, strategy, &Phase::Train(&mut Rng::new(0)))?;
+                let out = Tensor::cat(&out, 0)?;
+                let grads = (&out * weights.to_dtype(dtype)?)?.sum_all()?.backward()?;
+                let grad = |v: &Var| -> Result<Tensor> {
+                    Ok(grads.get(v).expect("a gradient").to_dtype(DType::F64)?)
+                };
+                let f64s = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F64)?) };
+                results.push(vec![
+                    ("output", f64s(&out)?),
+                    ("∂real", grad(&xs[0])?),
+                    ("∂fake", grad(&xs[1])?),
+                    ("∂γ", grad(&bn.gamma)?),
+                    ("∂β", grad(&bn.beta)?),
+                    ("running mean", f64s(bn.avg_mean.as_tensor())?),
+                    ("running variance", f64s(bn.avg_var.as_tensor())?),
+                ]);
+            }
+            for ((name, fused), (_, candle)) in results[0].iter().zip(&results[1]) {
+                let diff = (fused - candle)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f64>()?;
+                let scale = candle.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+                assert!(
+                    diff <= 1e-5 * scale.max(1.0),
+                    "{strategy:?} {name}: fused and candle differ by {diff}"
+                );
+            }
         }
         Ok(())
     }
