@@ -1,6 +1,6 @@
 //! Training-mode batch normalization per channel of `[N, C, …]` f32 CPU
-//! tensors as two fused custom ops: one pass for the statistics, one for the
-//! output, and the same two for the gradient.
+//! tensors as fused custom ops: the statistics (a mean pass and a variance
+//! pass over each channel), the output in one pass, and the gradient in two.
 //!
 //! On candle's ops the same layer is a channel-major copy, a dozen
 //! elementwise passes forward and twice that backward, each a separate
@@ -96,7 +96,7 @@ fn per_channel_affine(
     scale: &[f32],
     shift: &[f32],
 ) {
-    if plane == 0 {
+    if c_count * plane == 0 {
         return;
     }
     out.par_chunks_mut(c_count * plane)
@@ -245,7 +245,7 @@ impl CustomOp3 for NormalizeTrainGrad {
         // ∂μ and ∂σ² stay zero: the statistics' contribution is inside ∂x.
         let mut out = vec![0f32; x.len() + 4 * c_count];
         let (dx, dparams) = out.split_at_mut(x.len());
-        if plane > 0 {
+        if c_count * plane > 0 {
             dx.par_chunks_mut(c_count * plane)
                 .zip(
                     dy.par_chunks(c_count * plane)

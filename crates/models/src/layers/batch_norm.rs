@@ -7,7 +7,7 @@
 //! (`avg_mean`, `avg_var`), saved in snapshots but not trained.
 //!
 //! Training on f32 CPU tensors runs on fused kernels (`fast::channel_norm`:
-//! two passes forward, two for the gradient) for one batch, `Separate` and
+//! three passes forward, two for the gradient) for one batch, `Separate` and
 //! `Joint`; `RealStats` over several batches, and every other device or
 //! type, on candle's ops.
 
@@ -133,8 +133,8 @@ impl BatchNorm {
             .collect()
     }
 
-    /// Training on f32 CPU tensors with kusari's fused kernels (one pass for
-    /// the statistics, one for the output, two for the gradient); the same
+    /// Training on f32 CPU tensors with kusari's fused kernels (two passes
+    /// for the statistics, one for the output, two for the gradient); the same
     /// values as the candle-ops path to float rounding. `RealStats` over
     /// several batches stays on candle's ops.
     fn forward_fused(&self, xs: &[Tensor], strategy: BnStrategy) -> Result<Vec<Tensor>> {
