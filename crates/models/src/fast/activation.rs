@@ -104,15 +104,7 @@ fn f32_slice<'a>(
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
 ) -> candle_core::Result<&'a [f32]> {
-    use candle_core::backend::BackendStorage;
-    let data = match storage {
-        candle_core::CpuStorage::F32(d) => d.as_slice(),
-        other => candle_core::bail!("kusari's CPU activation needs f32, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("kusari's CPU activation needs a contiguous operand"),
-    }
+    super::storage::operand(storage, layout, "activation")
 }
 
 impl candle_core::CustomOp1 for Fused {

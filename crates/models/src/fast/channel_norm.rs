@@ -15,7 +15,6 @@
 //! Every sum runs over one channel in a fixed order (in f64), so results do
 //! not depend on the number of threads.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -43,17 +42,7 @@ fn blocks(layout: &Layout) -> candle_core::Result<(usize, usize, usize)> {
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(d) => d.as_slice(),
-        other => candle_core::bail!(
-            "kusari's CPU batch normalization needs f32, got {:?}",
-            other.dtype()
-        ),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("kusari's CPU batch normalization needs contiguous operands"),
-    }
+    super::storage::operand(storage, layout, "batch normalization")
 }
 
 /// The values of channel `c` of every sample, in order.

@@ -20,7 +20,6 @@
 //! sums over fixed blocks of samples in a fixed order, so results do not
 //! depend on the number of threads.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -277,17 +276,7 @@ impl Lowering {
 
 /// A contiguous f32 slice of a custom op's operand.
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(d) => d.as_slice(),
-        other => candle_core::bail!(
-            "kusari's CPU convolution needs f32, got {:?}",
-            other.dtype()
-        ),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("kusari's CPU convolution needs contiguous operands"),
-    }
+    super::storage::operand(storage, layout, "convolution")
 }
 
 fn dims4(layout: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {

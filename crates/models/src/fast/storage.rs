@@ -6,6 +6,23 @@ use std::cell::RefCell;
 use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Tensor};
 
+/// The values of a custom op's operand, which must be contiguous f32;
+/// `what` names the op in the error otherwise.
+pub fn operand<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    use candle_core::backend::BackendStorage;
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("kusari's CPU {what} needs f32, got {:?}", storage.dtype());
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("kusari's CPU {what} needs contiguous operands"),
+    }
+}
+
 /// Runs `f` on the values of `t`, a contiguous f32 tensor on the CPU.
 pub fn read<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (guard, layout) = t.storage_and_layout();
