@@ -170,11 +170,6 @@ pub fn apply(act: Activation, x: &candle_core::Tensor) -> candle_core::Result<ca
     x.contiguous()?.apply_op1(Fused(act))
 }
 
-/// Whether [`apply`] can run on `x` (an f32 tensor on the CPU).
-pub fn applies_to(x: &candle_core::Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

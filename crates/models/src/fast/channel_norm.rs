@@ -284,11 +284,6 @@ pub fn normalize_train(
     x.contiguous()?.apply_op2(&packed, NormalizeTrain { eps })
 }
 
-/// Whether the fused ops can run on `x` (an f32 tensor on the CPU).
-pub fn applies_to(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -549,11 +549,6 @@ pub fn add_channel_bias(y: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     y.contiguous()?.apply_op2(&b.contiguous()?, AddChannelBias)
 }
 
-/// Whether [`conv2d`] and [`deconv2d`] can run on `x` (an f32 tensor on the CPU).
-pub fn applies_to(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
-}
-
 /// `x.conv2d(w, padding, stride, 1, 1)` for f32 CPU tensors, differentiable.
 pub fn conv2d(x: &Tensor, w: &Tensor, window: Window) -> candle_core::Result<Tensor> {
     let op = Convolution {

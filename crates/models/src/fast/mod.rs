@@ -44,6 +44,12 @@ pub use step::{FastEbgan, FastLosses};
 
 use anyhow::{bail, Result};
 
+/// Whether the CPU kernels behind the candle-ops layers (convolutions,
+/// BatchNorm, activations) can run on `x`: an f32 tensor on the CPU.
+pub(crate) fn cpu_kernels_apply(x: &candle_core::Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
 /// Which implementation of the training step to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepPath {

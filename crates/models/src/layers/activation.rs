@@ -25,7 +25,7 @@ impl Activation {
     /// The activation of every value of `x` (for f32 on the CPU one fused
     /// custom op with a one-pass gradient, `fast::activation::apply`).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        if *self != Activation::Identity && fused::applies_to(x) {
+        if *self != Activation::Identity && crate::fast::cpu_kernels_apply(x) {
             return Ok(fused::apply(*self, x)?);
         }
         self.apply_candle_ops(x)

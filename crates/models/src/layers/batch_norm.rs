@@ -86,7 +86,7 @@ impl BatchNorm {
         if xs.is_empty() {
             return Ok(Vec::new());
         }
-        let fused = xs.iter().all(channel_norm::applies_to)
+        let fused = xs.iter().all(crate::fast::cpu_kernels_apply)
             && (xs.len() == 1 || strategy != BnStrategy::RealStats);
         if fused {
             return self.forward_fused(xs, strategy);

@@ -123,7 +123,7 @@ impl Deconv2d {
 }
 
 fn add_channel_bias(y: Tensor, bias: &Tensor) -> Result<Tensor> {
-    if cpu_conv::applies_to(&y) {
+    if crate::fast::cpu_kernels_apply(&y) {
         return Ok(cpu_conv::add_channel_bias(&y, bias)?);
     }
     let c = bias.dim(0)?;
@@ -143,7 +143,7 @@ impl ConvGeometry {
 /// Convolution plus per-channel bias (kusari's patch-product kernels for
 /// f32 on the CPU, candle's convolution elsewhere).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
-    let y = if cpu_conv::applies_to(x) {
+    let y = if crate::fast::cpu_kernels_apply(x) {
         cpu_conv::conv2d(x, weight, g.window())?
     } else {
         x.conv2d(weight, g.padding, g.stride, 1, 1)?
@@ -153,7 +153,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Re
 
 /// Transposed convolution plus per-channel bias (as [`conv2d`] chooses).
 pub fn deconv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
-    let y = if cpu_conv::applies_to(x) {
+    let y = if crate::fast::cpu_kernels_apply(x) {
         cpu_conv::deconv2d(x, weight, g.window())?
     } else {
         x.conv_transpose2d(weight, g.padding, 0, g.stride, 1)?
