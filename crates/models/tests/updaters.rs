@@ -63,9 +63,18 @@ fn ebgan_steps_change_only_their_own_net() -> Result<()> {
 
 /// The reference step's G and D gradients equal those of L_G and L_D from
 /// one graph (as `EbganUpdater::losses` builds it), though the step itself
-/// stops L_D's backward pass at the fake batch.
+/// stops L_D's backward pass at the fake batch, skips D's fake half when the
+/// hinge is zero (margin 0: m − E(G(z)) < 0) and leaves out D's weight
+/// gradients from L_G's pass. Margin 10 keeps the hinge active.
 #[test]
 fn the_reference_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()> {
+    for margin in [10.0, 0.0] {
+        reference_step_gradients_with_margin(margin)?;
+    }
+    Ok(())
+}
+
+fn reference_step_gradients_with_margin(margin: f64) -> Result<()> {
     let conv = tiny_conv_config(
         Objective::Ebgan(EbganConfig::default()),
         ImageShape::MNIST,
@@ -79,7 +88,10 @@ fn the_reference_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<(
             let Discriminator::AutoEncoder(dis) = &nets.dis else {
                 panic!("EBGAN needs an auto-encoder")
             };
-            let ebgan = EbganConfig::default();
+            let ebgan = EbganConfig {
+                margin,
+                ..EbganConfig::default()
+            };
             Ok(
                 EbganUpdater::new(nets.gen.clone(), dis.clone(), ebgan, Rng::new(1))
                     .with_reference_step(),
@@ -88,6 +100,8 @@ fn the_reference_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<(
         // Expected: one graph, both backward passes through everything.
         let graph = Nets::build(&config, &Device::Cpu, 0)?;
         let losses = updater(&graph)?.losses(&real)?;
+        let hinge = margin - losses.fake_energy.to_scalar::<f32>()? as f64;
+        assert_eq!(hinge >= 0.0, margin > 0.0, "E(G(z)) = {}", margin - hinge);
         let (dis_grads, gen_grads) = (losses.dis.backward()?, losses.gen.backward()?);
         // Stepped: the same nets and noise, SGD at rate 1, so a weight moves by minus its gradient.
         let stepped = Nets::build(&config, &Device::Cpu, 0)?;
@@ -127,7 +141,7 @@ fn the_reference_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<(
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
                         (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                        "`{name}`: {g} vs {w}"
+                        "`{name}` at margin {margin}: {g} vs {w}"
                     );
                 }
             }

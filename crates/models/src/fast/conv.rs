@@ -23,6 +23,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::grad_scope::weight_gradient_wanted;
 use super::matmul::{gemm, MatMut, MatRef};
 
 /// Samples whose weight gradients one task sums before the blocks are added in order.
@@ -413,13 +414,21 @@ impl CustomOp2 for Convolution {
             geometry,
             raise: !self.transposed,
         };
-        let grad_x = grad.apply_op2_no_bwd(w, &back)?;
-        let grad_w = if self.transposed {
-            x.apply_op2_no_bwd(&grad, &WeightGrad(geometry))?
+        // Real images into D's first layer need no gradient, nor do weights
+        // inside `input_gradients_only`.
+        let grad_x = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &back)?)
         } else {
-            grad.apply_op2_no_bwd(x, &WeightGrad(geometry))?
+            None
         };
-        Ok((Some(grad_x), Some(grad_w)))
+        let grad_w = if !weight_gradient_wanted(w) {
+            None
+        } else if self.transposed {
+            Some(x.apply_op2_no_bwd(&grad, &WeightGrad(geometry))?)
+        } else {
+            Some(grad.apply_op2_no_bwd(x, &WeightGrad(geometry))?)
+        };
+        Ok((grad_x, grad_w))
     }
 }
 
@@ -513,14 +522,16 @@ impl CustomOp2 for AddChannelBias {
     fn bwd(
         &self,
         _y: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _out: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            Some(grad.clone()),
-            Some(grad.apply_op1_no_bwd(&ChannelSum)?),
-        ))
+        let grad_b = if weight_gradient_wanted(b) {
+            Some(grad.apply_op1_no_bwd(&ChannelSum)?)
+        } else {
+            None
+        };
+        Ok((Some(grad.clone()), grad_b))
     }
 }
 

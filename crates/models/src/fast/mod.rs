@@ -28,6 +28,7 @@ pub(crate) mod channel_norm;
 mod columns;
 pub(crate) mod conv;
 mod dense;
+mod grad_scope;
 mod losses;
 mod matmul;
 mod profile;
@@ -39,6 +40,7 @@ mod storage;
 mod testing;
 mod weight_update;
 
+pub use grad_scope::input_gradients_only;
 pub use profile::{Profile, PHASES};
 pub use step::{FastEbgan, FastLosses};
 

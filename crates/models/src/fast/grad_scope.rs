@@ -1,0 +1,57 @@
+//! A scope in which kusari's custom ops leave out their weights' gradients.
+//!
+//! EBGAN's `L_G` reaches G through D, so its backward pass runs through all
+//! of D, yet only `∂L_G/∂fake` is used: D's weight gradients from it would
+//! be computed and thrown away. Inside [`input_gradients_only`] the
+//! convolutions and their biases skip them (a quarter of D's backward
+//! arithmetic); gradients with respect to the inputs are unchanged. candle's
+//! own ops (matmul, element-wise) still compute everything.
+
+use std::cell::Cell;
+
+thread_local! {
+    static INPUT_GRADIENTS_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `backward` (a closure calling candle's `backward()`) with the custom
+/// ops' weight gradients left out of the result. The gradient store it
+/// returns lacks those weights: use it for input gradients only.
+pub fn input_gradients_only<R>(backward: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INPUT_GRADIENTS_ONLY.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(INPUT_GRADIENTS_ONLY.with(|flag| flag.replace(true)));
+    backward()
+}
+
+/// Whether a custom op's backward pass should compute the gradient of its
+/// weight `w`: `w` is tracked and the caller is not in
+/// [`input_gradients_only`].
+pub(crate) fn weight_gradient_wanted(w: &candle_core::Tensor) -> bool {
+    w.track_op() && !INPUT_GRADIENTS_ONLY.with(Cell::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor, Var};
+
+    #[test]
+    fn the_scope_ends_with_the_closure_even_when_it_panics() -> anyhow::Result<()> {
+        let w = Var::zeros(3, candle_core::DType::F32, &Device::Cpu)?;
+        assert!(weight_gradient_wanted(w.as_tensor()));
+        assert!(!input_gradients_only(|| weight_gradient_wanted(
+            w.as_tensor()
+        )));
+        assert!(weight_gradient_wanted(w.as_tensor()));
+        let caught = std::panic::catch_unwind(|| input_gradients_only(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert!(weight_gradient_wanted(w.as_tensor()));
+        let constant = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu)?;
+        assert!(!weight_gradient_wanted(&constant));
+        Ok(())
+    }
+}
