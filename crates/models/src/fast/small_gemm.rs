@@ -131,19 +131,28 @@ unsafe fn product_block(o: Operands, accumulate: bool) {
                 // SAFETY: the caller's contract, restricted to this tile;
                 // the panel holds k full rows.
                 unsafe {
-                    match (mr, nr == NR) {
-                        (6, true) => tile::<6, true>(t),
-                        (5, true) => tile::<5, true>(t),
-                        (4, true) => tile::<4, true>(t),
-                        (3, true) => tile::<3, true>(t),
-                        (2, true) => tile::<2, true>(t),
-                        (1, true) => tile::<1, true>(t),
-                        (6, false) => tile::<6, false>(t),
-                        (5, false) => tile::<5, false>(t),
-                        (4, false) => tile::<4, false>(t),
-                        (3, false) => tile::<3, false>(t),
-                        (2, false) => tile::<2, false>(t),
-                        _ => tile::<1, false>(t),
+                    // A tail of at most 8 columns takes half a tile: with
+                    // 7×7 maps (49 columns) a full one would compute 16
+                    // columns for 1.
+                    match (mr, nr) {
+                        (6, NR) => tile::<6, 2, true>(t),
+                        (5, NR) => tile::<5, 2, true>(t),
+                        (4, NR) => tile::<4, 2, true>(t),
+                        (3, NR) => tile::<3, 2, true>(t),
+                        (2, NR) => tile::<2, 2, true>(t),
+                        (1, NR) => tile::<1, 2, true>(t),
+                        (6, 9..) => tile::<6, 2, false>(t),
+                        (5, 9..) => tile::<5, 2, false>(t),
+                        (4, 9..) => tile::<4, 2, false>(t),
+                        (3, 9..) => tile::<3, 2, false>(t),
+                        (2, 9..) => tile::<2, 2, false>(t),
+                        (_, 9..) => tile::<1, 2, false>(t),
+                        (6, _) => tile::<6, 1, false>(t),
+                        (5, _) => tile::<5, 1, false>(t),
+                        (4, _) => tile::<4, 1, false>(t),
+                        (3, _) => tile::<3, 1, false>(t),
+                        (2, _) => tile::<2, 1, false>(t),
+                        _ => tile::<1, 1, false>(t),
                     }
                 }
                 i += mr;
@@ -302,7 +311,8 @@ unsafe fn load8<const FULL: bool>(p: *const f32, mask: __m256i) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile<const R: usize, const FULL: bool>(t: Tile) {
+/// `R` rows and `V` vectors of 8 columns (`nr ≤ 8·V`; all `8·V` when `FULL`).
+unsafe fn tile<const R: usize, const V: usize, const FULL: bool>(t: Tile) {
     // SAFETY (whole body): the caller guarantees every address below is
     // inside its operands; masked loads and stores touch only the first
     // `nr` columns.
@@ -312,22 +322,27 @@ unsafe fn tile<const R: usize, const FULL: bool>(t: Tile) {
         } else {
             masks(t.nr)
         };
-        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
         if t.accumulate {
             for (r, row) in acc.iter_mut().enumerate() {
                 let c = t.c.add(r * t.c_rs);
-                *row = [load8::<FULL>(c, mask[0]), load8::<FULL>(c.add(8), mask[1])];
+                for (h, v) in row.iter_mut().enumerate() {
+                    *v = load8::<FULL>(c.add(8 * h), mask[h]);
+                }
             }
         }
         let mut a = t.a;
         let mut b = t.b;
         for _ in 0..t.k {
-            let b0 = _mm256_load_ps(b);
-            let b1 = _mm256_load_ps(b.add(8));
+            let mut bv = [_mm256_setzero_ps(); V];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm256_load_ps(b.add(8 * h));
+            }
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.offset(r as isize * t.a_rs));
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                for (v, b) in row.iter_mut().zip(&bv) {
+                    *v = _mm256_fmadd_ps(av, *b, *v);
+                }
             }
             a = a.offset(t.a_cs);
             b = b.add(NR);
@@ -385,6 +400,8 @@ mod tests {
             (13, 40, 37),
             (100, 33, 112),
             (6, 9, 16),
+            (13, 40, 26),
+            (64, 300, 49),
         ] {
             let a = values(m * k, 1);
             let at: Vec<f32> = (0..k * m).map(|q| a[(q % m) * k + q / m]).collect();
