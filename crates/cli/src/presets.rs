@@ -25,9 +25,10 @@ pub fn default_arch(preset: Preset) -> Arch {
 /// - Conv (the default): G 32 base channels, D 32 with a 64-value code,
 ///   batch 50, and a moving average of G's weights (decay 0.999, which the
 ///   samples and evaluations use). After ten minutes it judged best of
-///   everything measured: FID 95.5 ± 18.8 and IS 8.02 ± 0.25 over three
-///   seeds, where G at 64 channels judged FID 113.9 ± 18.5, and G 64
-///   without the code or the average 268.7 ± 23.2 (docs/results/presets.md).
+///   everything measured: FID 79.2 ± 9.7 and IS 8.21 ± 0.13 over three
+///   seeds (95.5 ± 18.8 on the step before its skipped passes), where G at
+///   64 channels judged FID 113.9 ± 18.5 on that step, and G 64 without the
+///   code or the average 268.7 ± 23.2 (docs/results/presets.md).
 /// - MLP (`--arch mlp`): two hidden layers in each net, G 2×1024 / D 2×256,
 ///   the best MLP measured: FID 379 ± 31 and IS 6.5 over three seeds,
 ///   where the seed's configuration judged FID 790, IS 4.6.
