@@ -163,7 +163,7 @@ impl UpdateCore<Batch> for EbganUpdater {
             // The hinge is zero, and so is every gradient that reaches D
             // through the fake batch: L_D is E(x) alone. Its backward pass
             // skips D's fake half, which gives the same gradients bit for
-            // bit (adding the zeros changes no float) at a third less work.
+            // bit (adding the zeros changes no float) for half the pass's work.
             losses.real_energy.backward()?
         };
         // Only ∂L_G/∂fake is used from this pass, not D's weight gradients.

@@ -3,8 +3,8 @@
 //! EBGAN's `L_G` reaches G through D, so its backward pass runs through all
 //! of D, yet only `∂L_G/∂fake` is used: D's weight gradients from it would
 //! be computed and thrown away. Inside [`input_gradients_only`] the
-//! convolutions and their biases skip them (a quarter of D's backward
-//! arithmetic); gradients with respect to the inputs are unchanged. candle's
+//! convolutions and their biases skip them (about half the arithmetic of
+//! that pass through D); gradients with respect to the inputs are unchanged. candle's
 //! own ops (matmul, element-wise) still compute everything.
 
 use std::cell::Cell;
