@@ -63,7 +63,7 @@ pub enum Preset {
     /// The seed's configuration: MLP 3200/1024, z-dim 3, batch 100, Adam 1e-3/0.5, margin 10, 500 epochs.
     Seed,
     /// The configuration with the best measured FID after 10 minutes on a 2-core CPU, stopping
-    /// there: conv nets G 32 / D 32 base channels, batch 50 (with --arch mlp: G 2×1024 / D 2×256,
+    /// there: conv nets G 32 / D 8 base channels, batch 50 (with --arch mlp: G 2×1024 / D 2×256,
     /// batch 100), z-dim 64, no dropout in D, margin 1 (docs/results/presets.md).
     Fast,
 }

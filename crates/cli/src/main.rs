@@ -15,6 +15,7 @@ use clap::Parser;
 use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
+    keep_candle_ops_on_the_calling_thread();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let result = match &cli.command {
@@ -29,6 +30,20 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// candle 0.11 runs its element-wise ops on a pool of its own, whose worker
+/// spins for a while after each op. Ops come every few tens of microseconds
+/// in a training step, so the worker spins all the time, and on a small
+/// machine it takes a core from the step's convolution threads: without it
+/// the conv `fast` step runs about a quarter faster on 2 cores
+/// (docs/performance.md). A count the user set is kept.
+fn keep_candle_ops_on_the_calling_thread() {
+    const VAR: &str = "CANDLE_NUM_THREADS";
+    if std::env::var_os(VAR).is_none() {
+        // First thing in main, before any other thread exists to read the environment.
+        std::env::set_var(VAR, "1");
     }
 }
 

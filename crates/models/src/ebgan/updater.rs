@@ -1,10 +1,10 @@
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, Var};
-use kusari_trainer::{report, Batch, Rng, State, UpdateContext, UpdateCore};
+use kusari_trainer::{report, Batch, Optimizers, Rng, State, UpdateContext, UpdateCore};
 
 use super::{energy, pull_away};
 use crate::config::EbganConfig;
-use crate::fast::{input_gradients_only, FastEbgan, Profile};
+use crate::fast::{in_own_pool, input_gradients_only, FastEbgan, Profile};
 use crate::layers::Phase;
 use crate::nets::{AutoEncoder, Generator};
 
@@ -116,6 +116,41 @@ impl EbganUpdater {
         Ok(margin_term >= 0.0 || !margin_term.is_finite())
     }
 
+    /// One step on the candle-ops path: both nets' gradients from one
+    /// forward pass, then both updates; returns the losses for the report.
+    fn reference_step(
+        &mut self,
+        real: &Tensor,
+        optimizers: &mut Optimizers,
+    ) -> Result<EbganLosses> {
+        let fake = self.generate(real.dim(0)?)?;
+        // D sees the fake batch as a leaf of its own: L_D's backward pass
+        // stops there instead of running through G for gradients nobody
+        // applies, and L_G's yields ∂L_G/∂fake, which one backward pass
+        // through G turns into G's gradients.
+        let fake_leaf = Var::from_tensor(&fake.detach())?;
+        let losses = self.losses_on(real, fake_leaf.as_tensor())?;
+        // Both gradient sets come from the same forward pass, before either net changes.
+        let dis_grads = if self.hinge_is_active(&losses.fake_energy)? {
+            losses.dis.backward()?
+        } else {
+            // The hinge is zero, and so is every gradient that reaches D
+            // through the fake batch: L_D is E(x) alone. Its backward pass
+            // skips D's fake half, which gives the same gradients bit for
+            // bit (adding the zeros changes no float) for half the pass's work.
+            losses.real_energy.backward()?
+        };
+        // Only ∂L_G/∂fake is used from this pass, not D's weight gradients.
+        let mut through_dis = input_gradients_only(|| losses.gen.backward())?;
+        let fake_grad = through_dis
+            .remove(fake_leaf.as_tensor())
+            .context("L_G has no gradient with respect to the fake batch")?;
+        let gen_grads = (&fake * fake_grad.detach())?.sum_all()?.backward()?;
+        optimizers.get_mut("dis")?.step(&dis_grads)?;
+        optimizers.get_mut("gen")?.step(&gen_grads)?;
+        Ok(losses)
+    }
+
     /// D's forward pass on `real` and `fake`, and the losses.
     fn losses_on(&mut self, real: &Tensor, fake: &Tensor) -> Result<EbganLosses> {
         let (real_out, fake_out) =
@@ -149,32 +184,8 @@ impl UpdateCore<Batch> for EbganUpdater {
             return Ok(());
         }
         let real = &batch.values;
-        let fake = self.generate(real.dim(0)?)?;
-        // D sees the fake batch as a leaf of its own: L_D's backward pass
-        // stops there instead of running through G for gradients nobody
-        // applies, and L_G's yields ∂L_G/∂fake, which one backward pass
-        // through G turns into G's gradients.
-        let fake_leaf = Var::from_tensor(&fake.detach())?;
-        let losses = self.losses_on(real, fake_leaf.as_tensor())?;
-        // Both gradient sets come from the same forward pass, before either net changes.
-        let dis_grads = if self.hinge_is_active(&losses.fake_energy)? {
-            losses.dis.backward()?
-        } else {
-            // The hinge is zero, and so is every gradient that reaches D
-            // through the fake batch: L_D is E(x) alone. Its backward pass
-            // skips D's fake half, which gives the same gradients bit for
-            // bit (adding the zeros changes no float) for half the pass's work.
-            losses.real_energy.backward()?
-        };
-        // Only ∂L_G/∂fake is used from this pass, not D's weight gradients.
-        let mut through_dis = input_gradients_only(|| losses.gen.backward())?;
-        let fake_grad = through_dis
-            .remove(fake_leaf.as_tensor())
-            .context("L_G has no gradient with respect to the fake batch")?;
-        let gen_grads = (&fake * fake_grad.detach())?.sum_all()?.backward()?;
-        ctx.optimizers.get_mut("dis")?.step(&dis_grads)?;
-        ctx.optimizers.get_mut("gen")?.step(&gen_grads)?;
-
+        let optimizers = &mut *ctx.optimizers;
+        let losses = in_own_pool(|| self.reference_step(real, optimizers))?;
         report("dis/loss", &losses.dis)?;
         report("gen/loss", &losses.gen)?;
         report("gen/pt", &losses.pull_away)?;

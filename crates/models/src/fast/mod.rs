@@ -31,6 +31,7 @@ mod dense;
 mod grad_scope;
 mod losses;
 mod matmul;
+mod pool;
 mod profile;
 mod simd;
 mod small_gemm;
@@ -41,6 +42,7 @@ mod testing;
 mod weight_update;
 
 pub use grad_scope::input_gradients_only;
+pub use pool::in_own_pool;
 pub use profile::{Profile, PHASES};
 pub use step::{FastEbgan, FastLosses};
 

@@ -23,6 +23,7 @@ use super::columns::SharedMut;
 use super::dense::{self, backward_elementwise, DenseBlock, DenseBuffers, SmallGrads};
 use super::losses::{energy, energy_grad, pull_away, PullAwayScratch};
 use super::matmul::MatRef;
+use super::pool::in_own_pool;
 use super::profile::{Laps, Profile};
 use super::storage;
 use super::weight_update::{self, WeightBackward};
@@ -58,38 +59,6 @@ pub struct FastEbgan {
     config: EbganConfig,
     buffers: Buffers,
     profile: Profile,
-}
-
-/// Runs `f` in a rayon pool that the calling thread belongs to, so the
-/// step's many short parallel sections start without handing work to
-/// another thread and waiting to be woken each time (which costs
-/// milliseconds per step on a small VM). Each thread that steps gets its own
-/// pool, sized like rayon's default (`RAYON_NUM_THREADS` or the CPU count);
-/// with one thread the pool is the caller alone, so nothing is handed to
-/// the global pool's worker. Inside a pool already (a caller chose the
-/// threads), `f` runs as it is.
-fn in_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    thread_local! {
-        static POOL: std::cell::OnceCell<Option<rayon::ThreadPool>> =
-            const { std::cell::OnceCell::new() };
-    }
-    if rayon::current_thread_index().is_some() {
-        return f();
-    }
-    POOL.with(|pool| {
-        let pool = pool.get_or_init(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(rayon::current_num_threads())
-                .thread_name(|i| format!("kusari-fast-{i}"))
-                .use_current_thread()
-                .build()
-                .ok()
-        });
-        match pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
-    })
 }
 
 #[derive(Default)]

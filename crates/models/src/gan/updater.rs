@@ -3,6 +3,7 @@ use candle_core::Tensor;
 use kusari_trainer::{report, Batch, Rng, State, UpdateContext, UpdateCore};
 
 use super::sigmoid_cross_entropy;
+use crate::fast::in_own_pool;
 use crate::layers::Phase;
 use crate::nets::{Generator, LogitDiscriminator};
 
@@ -60,11 +61,15 @@ impl GanUpdater {
 
 impl UpdateCore<Batch> for GanUpdater {
     fn update_core(&mut self, batch: Batch, ctx: &mut UpdateContext<'_>) -> Result<()> {
-        let losses = self.losses(&batch.values)?;
-        let dis_grads = losses.dis.backward()?;
-        let gen_grads = losses.gen.backward()?;
-        ctx.optimizers.get_mut("dis")?.step(&dis_grads)?;
-        ctx.optimizers.get_mut("gen")?.step(&gen_grads)?;
+        let optimizers = &mut *ctx.optimizers;
+        let losses = in_own_pool(|| -> Result<GanLosses> {
+            let losses = self.losses(&batch.values)?;
+            let dis_grads = losses.dis.backward()?;
+            let gen_grads = losses.gen.backward()?;
+            optimizers.get_mut("dis")?.step(&dis_grads)?;
+            optimizers.get_mut("gen")?.step(&gen_grads)?;
+            Ok(losses)
+        })?;
         report("dis/loss", &losses.dis)?;
         report("gen/loss", &losses.gen)?;
         Ok(())
