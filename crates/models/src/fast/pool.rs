@@ -1,14 +1,15 @@
 //! The rayon pool a training step runs in.
 
 /// Runs `f` in a rayon pool that the calling thread belongs to, so the
-/// step's many short parallel sections (the fast step's kernels, or the
-/// conv layers' custom ops and candle's matrix products on the candle path) start without handing work to
-/// another thread and waiting to be woken each time (which costs
-/// milliseconds per step on a small VM). Each thread that steps gets its own
-/// pool, sized like rayon's default (`RAYON_NUM_THREADS` or the CPU count);
-/// with one thread the pool is the caller alone, so nothing is handed to
-/// the global pool's worker. Inside a pool already (a caller chose the
-/// threads), `f` runs as it is.
+/// step's many short parallel sections (the fast step's kernels; on the
+/// candle path the convolutions' custom ops and candle's matrix products)
+/// start without handing work to another thread and waiting to be woken
+/// each time (which costs milliseconds per step on a small VM). `f` runs on
+/// the calling thread. Each thread that steps gets its own pool, sized like
+/// rayon's default (`RAYON_NUM_THREADS` or the CPU count); with one thread
+/// the pool is the caller alone, so nothing is handed to the global pool's
+/// worker. Inside a pool already (a caller chose the threads), `f` runs as
+/// it is.
 pub fn in_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     thread_local! {
         static POOL: std::cell::OnceCell<Option<rayon::ThreadPool>> =
