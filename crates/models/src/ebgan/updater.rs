@@ -131,21 +131,35 @@ impl EbganUpdater {
         let fake_leaf = Var::from_tensor(&fake.detach())?;
         let losses = self.losses_on(real, fake_leaf.as_tensor())?;
         // Both gradient sets come from the same forward pass, before either net changes.
-        let dis_grads = if self.hinge_is_active(&losses.fake_energy)? {
-            losses.dis.backward()?
+        let dis_loss = if self.hinge_is_active(&losses.fake_energy)? {
+            &losses.dis
         } else {
             // The hinge is zero, and so is every gradient that reaches D
             // through the fake batch: L_D is E(x) alone. Its backward pass
             // skips D's fake half, which gives the same gradients bit for
             // bit (adding the zeros changes no float) for half the pass's work.
-            losses.real_energy.backward()?
+            &losses.real_energy
         };
-        // Only ∂L_G/∂fake is used from this pass, not D's weight gradients.
-        let mut through_dis = input_gradients_only(|| losses.gen.backward())?;
-        let fake_grad = through_dis
-            .remove(fake_leaf.as_tensor())
-            .context("L_G has no gradient with respect to the fake batch")?;
-        let gen_grads = (&fake * fake_grad.detach())?.sum_all()?.backward()?;
+        let gen_loss = &losses.gen;
+        // The two backward passes share no gradient, so they run side by
+        // side: each is a chain of small ops, many of them on one thread,
+        // and together they keep both cores busy. The grad scope is a
+        // thread's flag, so it lives inside the second closure: the first
+        // runs on this thread, which may run the second whole while it
+        // waits (setting and clearing the flag in between), but never the
+        // other way round, which would cost D its weights' gradients.
+        let (dis_grads, gen_grads) = rayon::join(
+            || dis_loss.backward(),
+            || -> Result<_> {
+                // Only ∂L_G/∂fake is used from this pass, not D's weight gradients.
+                let mut through_dis = input_gradients_only(|| gen_loss.backward())?;
+                let fake_grad = through_dis
+                    .remove(fake_leaf.as_tensor())
+                    .context("L_G has no gradient with respect to the fake batch")?;
+                Ok((&fake * fake_grad.detach())?.sum_all()?.backward()?)
+            },
+        );
+        let (dis_grads, gen_grads) = (dis_grads?, gen_grads?);
         optimizers.get_mut("dis")?.step(&dis_grads)?;
         optimizers.get_mut("gen")?.step(&gen_grads)?;
         Ok(losses)

@@ -64,8 +64,11 @@ impl UpdateCore<Batch> for GanUpdater {
         let optimizers = &mut *ctx.optimizers;
         let losses = in_own_pool(|| -> Result<GanLosses> {
             let losses = self.losses(&batch.values)?;
-            let dis_grads = losses.dis.backward()?;
-            let gen_grads = losses.gen.backward()?;
+            // The two backward passes share no gradient: side by side they
+            // keep both cores busy where each alone runs many ops on one thread.
+            let (dis_grads, gen_grads) =
+                rayon::join(|| losses.dis.backward(), || losses.gen.backward());
+            let (dis_grads, gen_grads) = (dis_grads?, gen_grads?);
             optimizers.get_mut("dis")?.step(&dis_grads)?;
             optimizers.get_mut("gen")?.step(&gen_grads)?;
             Ok(losses)
