@@ -26,7 +26,9 @@ pub fn default_arch(preset: Preset) -> Arch {
 ///   batch 50, and a moving average of G's weights (decay 0.999, which the
 ///   samples and evaluations use). After ten minutes it judged best of
 ///   everything measured: FID 56.7 ± 10.2 and IS 8.40 ± 0.14 over three
-///   seeds. A narrow D is cheap, so G trains more iterations: D at 16
+///   seeds on the AMD EPYC development VM (61.7 ± 11.6 and 8.46 ± 0.12 on
+///   the Intel Xeon VM, whose judge differs: docs/evaluation.md). A narrow
+///   D is cheap, so G trains more iterations: D at 16
 ///   channels judged FID 67.3 ± 0.6 (on the step before the threads'
 ///   change, which changes no number, only the speed), D at 32 79.2 ± 9.7
 ///   on that step, and G 64 / D 32 without the code or the average
