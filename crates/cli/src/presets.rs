@@ -17,40 +17,40 @@ pub fn default_arch(preset: Preset) -> Arch {
 
 /// Turns the seed configuration in `model` into the fast one.
 ///
-/// Both architectures: z-dim 64, no dropout in D and margin 1; the seed's
-/// recipe otherwise (the family's output activation — identity for the MLP,
-/// tanh for conv — separate batch norm, PT weight 0.1, Adam 1e-3 / β1 0.5,
+/// Both architectures: no dropout in D and margin 1; the seed's recipe
+/// otherwise (the family's output activation — identity for the MLP, tanh
+/// for conv — separate batch norm, PT weight 0.1, Adam 1e-3 / β1 0.5,
 /// batch 100 for the MLP), stopped after ten minutes (the preset's time limit).
 ///
-/// - Conv (the default): G 32 base channels, D 8 with a 64-value code,
-///   batch 50, and a moving average of G's weights (decay 0.999, which the
-///   samples and evaluations use). After ten minutes it judged best of
-///   everything measured: FID 56.7 ± 10.2 and IS 8.40 ± 0.14 over three
-///   seeds on the AMD EPYC development VM (61.7 ± 11.6 and 8.46 ± 0.12 on
-///   the Intel Xeon VM, whose judge differs: docs/evaluation.md). A narrow
-///   D is cheap, so G trains more iterations: D at 16
-///   channels judged FID 67.3 ± 0.6 (on the step before the threads'
-///   change, which changes no number, only the speed), D at 32 79.2 ± 9.7
-///   on that step, and G 64 / D 32 without the code or the average
-///   268.7 ± 23.2 on an earlier one (docs/results/presets.md).
-/// - MLP (`--arch mlp`): two hidden layers in each net, G 2×1024 / D 2×256,
-///   the best MLP measured: FID 379 ± 31 and IS 6.5 over three seeds,
-///   where the seed's configuration judged FID 790, IS 4.6.
+/// - Conv (the default): z-dim 16, G 32 base channels, D 8 with a 64-value
+///   code, batch 50, and a moving average of G's weights (decay 0.999, which
+///   the samples and evaluations use). After ten minutes it judged best of
+///   everything measured: FID 30.0 ± 2.0 and IS 8.91 ± 0.07 over three seeds on the Intel Xeon
+///   development VM, where the same nets with z-dim 64 judged FID 61.7 ±
+///   11.6 and IS 8.46 ± 0.12 (56.7 ± 10.2 on the AMD EPYC VM, whose judge
+///   differs: docs/evaluation.md). A narrow D is cheap, so G trains more
+///   iterations: at z-dim 64, D at 16 channels judged FID 67.3 ± 0.6 and
+///   D at 32 79.2 ± 9.7 on the EPYC, and G 64 / D 32 without the code or
+///   the average 268.7 ± 23.2 on an earlier step (docs/results/presets.md).
+/// - MLP (`--arch mlp`): z-dim 64, two hidden layers in each net, G 2×1024 /
+///   D 2×256, the best MLP measured: FID 379 ± 31 and IS 6.5 over three
+///   seeds, where the seed's configuration judged FID 790, IS 4.6.
 pub fn apply_fast(model: &mut Config, arch: Arch) {
     let nets = &mut model.model;
-    nets.z_dim = 64;
     nets.dis.dropout = 0.0;
     if let Objective::Ebgan(ebgan) = &mut model.objective {
         ebgan.margin = 1.0;
     }
     match arch {
         Arch::Mlp => {
+            nets.z_dim = 64;
             nets.gen.layers = 2;
             nets.dis.layers = 2;
             nets.gen.units = 1024;
             nets.dis.units = 256;
         }
         Arch::Conv => {
+            nets.z_dim = 16;
             nets.gen.units = 32;
             nets.dis.units = 8;
             nets.dis.code_dim = 64;
@@ -80,11 +80,10 @@ mod tests {
         RunConfig::mnist_preset(preset, arch)
     }
 
-    /// Everything but the nets' shape and the batch is the seed's recipe, with z-dim 64,
+    /// Everything but the nets' shape, z and the batch is the seed's recipe, with
     /// no dropout and margin 1, for ten minutes.
     fn assert_fast_recipe(fast: &RunConfig, seed: &RunConfig) {
         let nets = &fast.model.model;
-        assert_eq!(nets.z_dim, 64);
         assert_eq!(nets.dis.dropout, 0.0);
         let Objective::Ebgan(ebgan) = fast.model.objective else {
             panic!("EBGAN expected")
@@ -105,6 +104,7 @@ mod tests {
         assert_fast_recipe(&fast, &preset(Preset::Seed, Arch::Conv));
         let nets = &fast.model.model;
         assert_eq!(nets.arch, Arch::Conv);
+        assert_eq!(nets.z_dim, 16);
         assert_eq!((nets.gen.units, nets.dis.units), (32, 8));
         assert_eq!(nets.dis.code_dim, 64);
         assert_eq!(fast.model.batch_size, 50);
@@ -116,6 +116,7 @@ mod tests {
         let fast = preset(Preset::Fast, Arch::Mlp);
         assert_fast_recipe(&fast, &preset(Preset::Seed, Arch::Mlp));
         let nets = &fast.model.model;
+        assert_eq!(nets.z_dim, 64);
         assert_eq!((nets.gen.units, nets.dis.units), (1024, 256));
         assert_eq!((nets.gen.layers, nets.dis.layers), (2, 2));
         assert_eq!(fast.model.batch_size, 100);
