@@ -63,7 +63,7 @@ pub enum Preset {
     /// The seed's configuration: MLP 3200/1024, z-dim 3, batch 100, Adam 1e-3/0.5, margin 10, 500 epochs.
     Seed,
     /// The configuration with the best measured FID after 10 minutes on a 2-core CPU, stopping
-    /// there: conv nets G 32 / D 8 base channels, z-dim 8, batch 50 (with --arch mlp: G 2×1024 /
+    /// there: conv nets G 32 / D 8 base channels, z-dim 6, batch 50 (with --arch mlp: G 2×1024 /
     /// D 2×256, z-dim 64, batch 100), no dropout in D, margin 1 (docs/results/presets.md).
     Fast,
 }
@@ -181,7 +181,7 @@ pub struct TrainArgs {
     #[arg(long, value_parser = ["identity", "tanh", "sigmoid"])]
     pub output_activation: Option<String>,
 
-    /// Dimension of the noise z [preset: seed 3, fast 8 (conv) or 64 (mlp)].
+    /// Dimension of the noise z [preset: seed 3, fast 6 (conv) or 64 (mlp)].
     #[arg(long)]
     pub z_dim: Option<usize>,
 

