@@ -26,15 +26,10 @@ pub fn default_arch(preset: Preset) -> Arch {
 ///   code, batch 50, and a moving average of G's weights (decay 0.999, which
 ///   the samples and evaluations use). After ten minutes it judged best of
 ///   everything measured: FID 18.9 ± 1.7 and IS 9.12 ± 0.04 over four seeds
-///   on the Intel Xeon development VM, where the same nets judged FID 25.0 ±
-///   2.6 and IS 9.04 ± 0.05 with z-dim 8, FID 30.0 ± 2.0 and IS 8.91 ± 0.07
-///   with z-dim 16, and FID 61.7 ± 11.6 and IS 8.46 ± 0.12 with z-dim 64
-///   (56.7 ± 10.2 on the AMD EPYC VM, whose judge differs:
-///   docs/evaluation.md). z-dim 4 judged a worse FID on one seed (27.6).
-///   A narrow D is cheap, so G trains more iterations: at z-dim 64, D at 16
-///   channels judged FID 67.3 ± 0.6 and D at 32 79.2 ± 9.7 on the EPYC, and
-///   G 64 / D 32 without the code or the average 268.7 ± 23.2 on an earlier
-///   step (docs/results/presets.md).
+///   on the Intel Xeon development VM. A smaller z judged better down to 6
+///   (z-dim 8, 16 and 64: FID 25.0, 30.0 and 61.7) and a worse FID below it;
+///   a narrow D is cheap, so G trains more iterations
+///   (docs/results/presets.md has every run).
 /// - MLP (`--arch mlp`): z-dim 64, two hidden layers in each net, G 2×1024 /
 ///   D 2×256, the best MLP measured: FID 379 ± 31 and IS 6.5 over three
 ///   seeds, where the seed's configuration judged FID 790, IS 4.6.
