@@ -1,12 +1,16 @@
-//! Times the EBGAN-PT training step — what `cargo xtask bench` runs in a
+//! Times one objective's training step — what `cargo xtask bench` runs in a
 //! child process, so the peak RSS it reports is this benchmark's alone.
 //!
 //! ```sh
 //! cargo run --release -p kusari-models --example bench_step -- \
-//!     --config seed|small [--iters N] [--warmup N] [--window N] [--mnist DIR] [--device cpu|cuda]
+//!     --config seed|small [--objective ebgan|gan|lsgan|hinge|wgan|ragan] [--iters N]
+//!     [--warmup N] [--window N] [--mnist DIR] [--device cpu|cuda]
 //! ```
 //!
-//! `KUSARI_STEP=reference` times the candle-ops path instead of the fast one.
+//! `ragan` is the guide's example objective (`examples/ragan.rs`), timed
+//! as it is written there. Every objective runs with one D step per G step
+//! and the seed's Adam, so the steps compare like for like.
+//! `KUSARI_STEP=reference` times the autograd engine instead of the fused one.
 //! Prints a human line and a last line `BENCH_JSON {...}` with seconds per
 //! iteration (the mean, and the fastest window of `--window` steps, default
 //! 10), the step's arithmetic (GFLOP), peak RSS (VmHWM) and, on the fast CPU
@@ -17,13 +21,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use kusari_models::{Config, Core, ModelConfig, Nets};
+use kusari_models::objective::{self, Objective};
+use kusari_models::{Config, ModelConfig, Nets, ObjectiveConfig, OptimizerConfig};
 use kusari_trainer::datasets::{mnist, PixelRange, Split};
 use kusari_trainer::reporter::{scope, Observation};
 use kusari_trainer::{parse_device, ArrayDataset, SerialIterator, Updater};
 
+#[path = "ragan.rs"]
+#[allow(dead_code)]
+mod ragan;
+
 struct Args {
     config: String,
+    objective: String,
     iters: usize,
     warmup: usize,
     window: usize,
@@ -34,6 +44,7 @@ struct Args {
 fn parse() -> Result<Args> {
     let mut a = Args {
         config: "seed".into(),
+        objective: "ebgan".into(),
         iters: 10,
         warmup: 3,
         window: 10,
@@ -45,6 +56,7 @@ fn parse() -> Result<Args> {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--config" => a.config = value()?,
+            "--objective" => a.objective = value()?,
             "--iters" => a.iters = value()?.parse().context("--iters takes a whole number")?,
             "--warmup" => a.warmup = value()?.parse().context("--warmup takes a whole number")?,
             "--window" => a.window = value()?.parse().context("--window takes a whole number")?,
@@ -62,17 +74,30 @@ fn parse() -> Result<Args> {
     Ok(a)
 }
 
-/// The seed's nets (G 3200, D 1024) or the small ones (G 400, D 128).
-fn config(name: &str) -> Result<Config> {
+/// The seed's nets (G 3200, D 1024) or the small ones (G 400, D 128),
+/// Adam 1e-3/β1 0.5 and one D step per G step whatever the objective.
+fn config(name: &str, objective: &str) -> Result<(Config, Box<dyn Objective>)> {
     let model = match name {
         "seed" => ModelConfig::default(),
         "small" => ModelConfig::mlp_with_units(400, 128),
         other => bail!("unknown config {other}; use seed or small"),
     };
-    Ok(Config {
+    let (kind, rule): (ObjectiveConfig, Box<dyn Objective>) = if objective == "ragan" {
+        (ObjectiveConfig::Gan, Box::new(ragan::RaGan))
+    } else {
+        let kind = ObjectiveConfig::from_name(objective)?;
+        let rule = objective::from_config(&kind);
+        (kind, rule)
+    };
+    let adam = OptimizerConfig::seed_adam();
+    let config = Config {
         model,
+        objective: kind,
+        gen_optimizer: adam,
+        dis_optimizer: adam,
         ..Config::default()
-    })
+    };
+    Ok((config, rule))
 }
 
 /// Multiply-adds of the matrix products in one step (as PyTorch does them:
@@ -88,7 +113,8 @@ fn step_macs(c: &Config) -> f64 {
     let g_first = (z * g.units) as f64;
     let g_fwd = g_first + ((g.layers - 1) * g.units * g.units + g.units * img) as f64;
     let d_first = (img * d.units) as f64;
-    let d_fwd = d_first + ((d.layers - 1) * d.units * d.units + d.units * img) as f64;
+    let head = if c.objective.is_ebgan() { img } else { 1 };
+    let d_fwd = d_first + ((d.layers - 1) * d.units * d.units + d.units * head) as f64;
     // G: forward, weight and input gradients (none into z). D: forward and
     // weight gradients on 2N rows; input gradients of L_D on 2N rows above
     // the first layer and of L_G on the N fake rows all the way down.
@@ -112,7 +138,7 @@ fn cpu_seconds() -> Option<f64> {
 
 fn main() -> Result<()> {
     let args = parse()?;
-    let config = config(&args.config)?;
+    let (config, objective) = config(&args.config, &args.objective)?;
     let device = parse_device(&args.device)?;
     let (dataset, data_name) = match &args.mnist {
         Some(dir) => (
@@ -127,13 +153,14 @@ fn main() -> Result<()> {
             (ArrayDataset::new(values, &[1, 28, 28], None)?, "synthetic")
         }
     };
-    let nets = Nets::build(&config, &device, 0)?;
+    let nets = Nets::build_for(&config, objective.head(), &device, 0)?;
     let iterator = SerialIterator::new(Arc::new(dataset), config.batch_size, true, 0)?;
-    let mut updater = nets.updater(&config, iterator, &device, 0)?;
+    let step = nets.step_with(objective, &config, 0)?;
+    let mut updater = nets.updater_with(step, &config, iterator, &device)?;
     let observation = Observation::new();
     // Reading the loss back each step, as the trainer's log does (and the
     // PyTorch reference's `.item()`), makes a GPU step finish before the next.
-    let step = |u: &mut kusari_trainer::StandardUpdater<_, _, Core>| -> Result<()> {
+    let step = |u: &mut kusari_models::setup::Updater<ArrayDataset>| -> Result<()> {
         scope(&observation, || u.update())?;
         observation.scalar("dis/loss")?;
         Ok(())
@@ -141,10 +168,11 @@ fn main() -> Result<()> {
     for _ in 0..args.warmup {
         step(&mut updater)?;
     }
-    let fast = match updater.core_mut() {
-        Core::Ebgan(rule) => rule.fast_step_mut().map(|f| f.reset_profile()).is_some(),
-        Core::Gan(_) => false,
-    };
+    let fast = updater
+        .core_mut()
+        .fused_step_mut()
+        .map(|f| f.reset_profile())
+        .is_some();
     let (start, cpu_start) = (Instant::now(), cpu_seconds());
     // The fastest window of `--window` steps: on a busy machine, the
     // closest thing to the idle speed (the mean counts the time others took).
@@ -163,23 +191,22 @@ fn main() -> Result<()> {
         .zip(cpu_start)
         .map(|(end, start)| (end - start) / args.iters as f64);
     let gflop = 2.0 * step_macs(&config) / 1e9;
-    let phases: Vec<(String, f64)> = match updater.core() {
-        Core::Ebgan(rule) => rule
-            .fast_profile()
-            .map(|p| {
-                p.per_step()
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Core::Gan(_) => Vec::new(),
-    };
+    let phases: Vec<(String, f64)> = updater
+        .core()
+        .fused_profile()
+        .map(|p| {
+            p.per_step()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+        })
+        .unwrap_or_default();
     let rss = peak_rss_bytes();
-    let path = if fast { "fast" } else { "reference" };
+    let path = if fast { "fused" } else { "autograd" };
     println!(
-        "kusari {} ({path} path, {}, {data_name}): {per_iter:.4} s/iter, {:.1} images/s, {:.1} GFLOP/s, peak RSS {} MB, CPU {} s/iter, best {}-step window {} s/iter; dis/loss {:.4}",
+        "kusari {} {} ({path} step, {}, {data_name}): {per_iter:.4} s/iter, {:.1} images/s, {:.1} GFLOP/s, peak RSS {} MB, CPU {} s/iter, best {}-step window {} s/iter; dis/loss {:.4}",
         args.config,
+        args.objective,
         args.device,
         config.batch_size as f64 / per_iter,
         gflop / per_iter,
@@ -195,6 +222,7 @@ fn main() -> Result<()> {
     );
     let json = serde_json::json!({
         "config": args.config,
+        "objective": args.objective,
         "path": path,
         "device": args.device,
         "data": data_name,

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use kusari_models::{Config, ModelConfig, Nets, Objective};
+use kusari_models::{Config, ModelConfig, Nets};
 use kusari_trainer::reporter::{scope, Observation};
 use kusari_trainer::{ArrayDataset, Optimizer, SerialIterator, Updater};
 
@@ -56,11 +56,7 @@ fn main() -> Result<()> {
         step()?;
     }
     let per_iter = start.elapsed().as_secs_f64() / iterations as f64;
-    let objective = if matches!(config.objective, Objective::Gan) {
-        "GAN"
-    } else {
-        "EBGAN-PT"
-    };
+    let objective = config.objective.name();
     println!(
         "{objective} MLP G {units_g} / D {units_d}, batch {}: {per_iter:.3} s/iter ({} G + {} D parameters); dis/loss {:.4} gen/loss {:.4}",
         config.batch_size,
@@ -72,6 +68,7 @@ fn main() -> Result<()> {
 
     // One Adam step over G's parameters alone, with gradients of a cheap loss.
     let (mut adam, _) = nets.optimizers(&config)?;
+    let adam = &mut adam;
     let loss = nets
         .gen
         .params()

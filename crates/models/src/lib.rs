@@ -1,9 +1,11 @@
 #![warn(missing_docs)]
 //! # kusari-models
 //!
-//! GAN and EBGAN(-PT) on [`kusari_trainer`]: the seed's MLP nets and
+//! Adversarial training on [`kusari_trainer`]: the seed's MLP nets and
 //! DCGAN-style conv nets, every choice the EBGAN blog asks about as a
-//! [`Config`] field, and update rules whose runs repeat bit for bit.
+//! [`Config`] field, objectives as plug-ins ([`Objective`]: EBGAN-PT, GAN,
+//! LSGAN, hinge, WGAN, or your own) on one fast training step
+//! ([`AdversarialStep`]), and runs that repeat bit for bit.
 //!
 //! Build the nets from a config and a seed, get a
 //! [`StandardUpdater`](kusari_trainer::StandardUpdater), and train:
@@ -48,24 +50,24 @@
 //! ```
 
 pub mod config;
-pub mod ebgan;
 pub mod eval;
 pub mod extensions;
-pub mod fast;
-pub mod gan;
+pub mod kernels;
 pub mod layers;
 pub mod nets;
+pub mod objective;
 pub mod setup;
+pub mod step;
 
 pub use config::{
-    Arch, BnStrategy, Config, DisConfig, EbganConfig, GenConfig, ImageShape, Init, ModelConfig,
-    Objective, OutputActivation, PtVariant,
+    Arch, BnStrategy, Config, ConvStages, DisConfig, DisHead, EbganConfig, GenConfig, ImageShape,
+    Init, ModelConfig, ObjectiveConfig, OptimizerConfig, OutputActivation, PtVariant,
 };
-pub use ebgan::{EbganLosses, EbganUpdater};
-pub use gan::{GanLosses, GanUpdater};
 pub use layers::Phase;
 pub use nets::{
-    AutoEncoder, Discriminator, Encoded, GenWeights, Generator, LogitDiscriminator,
+    AutoEncoder, Discriminator, Encoded, GenWeights, Generator, Judgement, LogitDiscriminator,
     GEN_AVERAGE_EXTENSION, GEN_AVERAGE_IN_SNAPSHOT, GEN_IN_SNAPSHOT,
 };
-pub use setup::{Core, Nets};
+pub use objective::{DisOutputs, Losses, Objective};
+pub use setup::Nets;
+pub use step::{AdversarialStep, StepOptions};

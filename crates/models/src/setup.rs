@@ -1,34 +1,34 @@
 //! From a [`Config`] to a runnable updater: [`Nets`] builds G and D with
-//! their own parameter stores, [`Core`] is the matching update rule, and
-//! [`Nets::updater`] wires both into a [`StandardUpdater`].
+//! their own parameter stores and optimizers, [`Nets::step`] the training
+//! step for an objective, and [`Nets::updater`] wires both into a
+//! [`StandardUpdater`].
 //!
 //! Every random stream derives from one seed: `init/gen` and `init/dis` for
 //! the weights, `update` for noise and dropout masks, and the iterator's own
 //! `iterator` stream for the shuffle. The same seed on the same device gives
 //! bit-identical runs.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
-use kusari_trainer::{
-    Adam, Batch, ConcatExamples, Dataset, Example, Rng, SerialIterator, StandardUpdater, State,
-    UpdateContext, UpdateCore,
-};
+use kusari_trainer::{ConcatExamples, Dataset, Example, Optimizer, Rng, SerialIterator, StandardUpdater};
 
-use crate::config::{Config, Objective};
-use crate::ebgan::EbganUpdater;
-use crate::fast::StepPath;
-use crate::gan::GanUpdater;
-use crate::nets::{AutoEncoder, Discriminator, Generator, LogitDiscriminator};
+use crate::config::{Config, DisHead};
+use crate::nets::{Discriminator, Generator};
+use crate::objective::{self, Objective};
+use crate::step::{AdversarialStep, StepOptions};
 
 /// The random stream G's initial weights come from.
 pub const INIT_GEN_STREAM: &str = "init/gen";
 /// The random stream D's initial weights come from.
 pub const INIT_DIS_STREAM: &str = "init/dis";
-/// The random stream of the updater's noise and dropout masks.
+/// The random stream of the step's noise and dropout masks.
 pub const UPDATE_STREAM: &str = "update";
 
+/// The updater [`Nets::updater`] builds.
+pub type Updater<D> = StandardUpdater<D, ConcatExamples, AdversarialStep>;
+
 /// G and D of one experiment. Clones share parameters, so an extension can
-/// sample from a clone of `gen` while the updater trains it.
+/// sample from a clone of `gen` while the step trains it.
 #[derive(Clone)]
 pub struct Nets {
     /// G (model `gen`).
@@ -38,108 +38,91 @@ pub struct Nets {
 }
 
 impl Nets {
-    /// Validates `config` and builds freshly initialized nets on `device`:
-    /// an auto-encoder D for EBGAN, a logit D for GAN.
+    /// Validates `config` and builds freshly initialized nets on `device`,
+    /// D with the head its objective reads (an auto-encoder for EBGAN, a
+    /// logit for the others).
     pub fn build(config: &Config, device: &Device, seed: u64) -> Result<Self> {
+        Self::build_for(config, config.objective.head(), device, seed)
+    }
+
+    /// The same with D's head chosen by the caller: for an objective of
+    /// your own, `Nets::build_for(&config, objective.head(), …)`.
+    pub fn build_for(config: &Config, head: DisHead, device: &Device, seed: u64) -> Result<Self> {
         config.validate()?;
         let model = &config.model;
         let gen = Generator::new(model, device, &mut Rng::derived(seed, INIT_GEN_STREAM))?;
-        let mut dis_rng = Rng::derived(seed, INIT_DIS_STREAM);
-        let dis = match config.objective {
-            Objective::Gan => {
-                Discriminator::Logit(LogitDiscriminator::new(model, device, &mut dis_rng)?)
-            }
-            Objective::Ebgan(_) => {
-                Discriminator::AutoEncoder(AutoEncoder::new(model, device, &mut dis_rng)?)
-            }
-        };
+        let dis = Discriminator::new(model, head, device, &mut Rng::derived(seed, INIT_DIS_STREAM))?;
         Ok(Self { gen, dis })
     }
 
-    /// Adam for G and for D, in that order, with the config's settings.
-    pub fn optimizers(&self, config: &Config) -> Result<(Adam, Adam)> {
+    /// G's and D's optimizers, in that order, as the config sets them
+    /// (Adam, or RMSProp).
+    pub fn optimizers(&self, config: &Config) -> Result<(Box<dyn Optimizer>, Box<dyn Optimizer>)> {
         Ok((
-            Adam::new(self.gen.params().parameters(), config.gen_adam)?,
-            Adam::new(self.dis.params().parameters(), config.dis_adam)?,
+            config.gen_optimizer.build(self.gen.params().parameters())?,
+            config.dis_optimizer.build(self.dis.params().parameters())?,
         ))
     }
 
-    /// The update rule for `config.objective`, drawing noise and dropout
-    /// masks from the seed's `update` stream. `KUSARI_STEP=reference` in the
-    /// environment keeps EBGAN's step on candle's ops even where the fast CPU
-    /// path ([`crate::fast`]) applies.
-    pub fn core(&self, config: &Config, seed: u64) -> Result<Core> {
-        let rng = Rng::derived(seed, UPDATE_STREAM);
-        Ok(match (&config.objective, &self.dis) {
-            (Objective::Ebgan(e), Discriminator::AutoEncoder(d)) => {
-                let updater = EbganUpdater::new(self.gen.clone(), d.clone(), *e, rng);
-                Core::Ebgan(match StepPath::from_env()? {
-                    StepPath::Auto => updater,
-                    StepPath::Reference => updater.with_reference_step(),
-                })
-            }
-            (Objective::Gan, Discriminator::Logit(d)) => Core::Gan(GanUpdater::new(self.gen.clone(), d.clone(), rng)),
-            _ => anyhow::bail!(
-                "the nets were built for another objective than {:?}; build them from the same config",
-                config.objective
-            ),
-        })
+    /// The step for `config`'s own objective, drawing noise and dropout
+    /// masks from the seed's `update` stream.
+    pub fn step(&self, config: &Config, seed: u64) -> Result<AdversarialStep> {
+        self.step_with(objective::from_config(&config.objective), config, seed)
+    }
+
+    /// The step for any objective (D's head must be the one it reads), with
+    /// `config`'s D steps and clip.
+    pub fn step_with(
+        &self,
+        objective: Box<dyn Objective>,
+        config: &Config,
+        seed: u64,
+    ) -> Result<AdversarialStep> {
+        let options = StepOptions {
+            dis_steps: config.dis_steps,
+            dis_weight_clip: config.dis_weight_clip,
+        };
+        AdversarialStep::new(
+            self.gen.clone(),
+            self.dis.clone(),
+            objective,
+            options,
+            Rng::derived(seed, UPDATE_STREAM),
+        )
     }
 
     /// A [`StandardUpdater`] over `iterator` with models `gen` and `dis`,
-    /// optimizers `gen` and `dis`, and the objective's [`Core`].
+    /// optimizers `gen` and `dis`, and the step for `config`'s objective.
     pub fn updater<D>(
         &self,
         config: &Config,
         iterator: SerialIterator<D>,
         device: &Device,
         seed: u64,
-    ) -> Result<StandardUpdater<D, ConcatExamples, Core>>
+    ) -> Result<Updater<D>>
+    where
+        D: Dataset<Example = Example>,
+    {
+        let step = self.step(config, seed)?;
+        self.updater_with(step, config, iterator, device)
+    }
+
+    /// The same around a step of your own (from [`Nets::step_with`]).
+    pub fn updater_with<D>(
+        &self,
+        step: AdversarialStep,
+        config: &Config,
+        iterator: SerialIterator<D>,
+        device: &Device,
+    ) -> Result<Updater<D>>
     where
         D: Dataset<Example = Example>,
     {
         let (gen_opt, dis_opt) = self.optimizers(config)?;
-        Ok(StandardUpdater::new(
-            iterator,
-            ConcatExamples,
-            device.clone(),
-            self.core(config, seed)?,
-        )
-        .with_model("gen", self.gen.params().clone())
-        .with_model("dis", self.dis.params().clone())
-        .with_optimizer("gen", gen_opt)
-        .with_optimizer("dis", dis_opt))
-    }
-}
-
-/// Either update rule, as [`Nets::core`] builds it.
-pub enum Core {
-    /// [`Objective::Gan`].
-    Gan(GanUpdater),
-    /// [`Objective::Ebgan`].
-    Ebgan(EbganUpdater),
-}
-
-impl UpdateCore<Batch> for Core {
-    fn update_core(&mut self, batch: Batch, ctx: &mut UpdateContext<'_>) -> Result<()> {
-        match self {
-            Core::Gan(c) => c.update_core(batch, ctx),
-            Core::Ebgan(c) => c.update_core(batch, ctx),
-        }
-    }
-
-    fn state(&self) -> Result<State> {
-        match self {
-            Core::Gan(c) => c.state(),
-            Core::Ebgan(c) => c.state(),
-        }
-    }
-
-    fn load_state(&mut self, state: &State) -> Result<()> {
-        match self {
-            Core::Gan(c) => c.load_state(state),
-            Core::Ebgan(c) => c.load_state(state),
-        }
-        .context("restoring the update rule's random state")
+        Ok(StandardUpdater::new(iterator, ConcatExamples, device.clone(), step)
+            .with_model("gen", self.gen.params().clone())
+            .with_model("dis", self.dis.params().clone())
+            .with_optimizer("gen", gen_opt)
+            .with_optimizer("dis", dis_opt))
     }
 }

@@ -1,8 +1,8 @@
 //! The EBGAN-PT step on a GPU against the CPU: built from the same seed and
 //! restarted from the CPU's state before each step (through a snapshot, so
 //! snapshots move between devices), every step gives the same losses within
-//! 1e-4 relative; the CUDA updater runs the candle-ops reference path (the
-//! fast path is CPU-only), and every parameter stays on the GPU, so no op
+//! 1e-4 relative; the CUDA updater runs the autograd engine (the
+//! fused engine is CPU-only), and every parameter stays on the GPU, so no op
 //! fell back to the host.
 //!
 //! Lockstep, because free-running runs drift apart: Adam's first steps move
@@ -22,13 +22,13 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use candle_core::Device;
-use kusari_models::{Config, Core, ModelConfig, Nets};
+use kusari_models::{Config, ModelConfig, Nets};
 use kusari_trainer::reporter::{scope, Observation};
-use kusari_trainer::{ArrayDataset, ConcatExamples, SerialIterator, StandardUpdater, Updater};
+use kusari_trainer::{ArrayDataset, SerialIterator, Updater};
 
 use common::synthetic;
 
-type Updaters = StandardUpdater<ArrayDataset, ConcatExamples, Core>;
+type Updaters = kusari_models::setup::Updater<ArrayDataset>;
 
 const KEYS: [&str; 3] = ["dis/loss", "gen/loss", "gen/pt"];
 const STEPS: usize = 5;
@@ -62,10 +62,7 @@ fn losses(updater: &mut Updaters) -> Result<[f64; 3]> {
 }
 
 fn uses_fast_step(updater: &Updaters) -> bool {
-    match updater.core() {
-        Core::Ebgan(rule) => rule.uses_fast_step(),
-        Core::Gan(_) => panic!("EBGAN expected"),
-    }
+    updater.core().uses_fused_step()
 }
 
 #[test]

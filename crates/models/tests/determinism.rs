@@ -5,11 +5,11 @@ mod common;
 
 use anyhow::Result;
 use common::{run, synthetic, tiny_config, trainer, Reports};
-use kusari_models::{EbganConfig, Objective};
+use kusari_models::{EbganConfig, ObjectiveConfig};
 use kusari_trainer::State;
 
 fn ebgan_pt() -> kusari_models::Config {
-    tiny_config(Objective::Ebgan(EbganConfig::default()))
+    tiny_config(ObjectiveConfig::Ebgan(EbganConfig::default()))
 }
 
 fn bits(reports: &[Reports], key: &str) -> Vec<u64> {

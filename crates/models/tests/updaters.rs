@@ -1,17 +1,49 @@
-//! Each optimizer step changes its own net only; every objective, strategy
-//! and variant runs with finite losses; snapshots give G back.
+//! The adversarial step on every objective: each optimizer moves its own
+//! net only; the autograd engine gives each net the gradients of its own
+//! loss from one graph; K D steps draw K batches; the clip holds; every
+//! objective, strategy and variant runs with finite losses on MLP and conv
+//! nets; snapshots give G back.
 
 mod common;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use kusari_models::objective::{self, softplus, DisOutputs, Losses, Objective};
+use kusari_models::setup::UPDATE_STREAM;
 use kusari_models::{
-    BnStrategy, Config, Discriminator, EbganConfig, EbganUpdater, GanUpdater, ImageShape,
-    ModelConfig, Nets, Objective, OutputActivation, PtVariant,
+    AdversarialStep, BnStrategy, Config, DisHead, EbganConfig, ImageShape, ModelConfig, Nets,
+    ObjectiveConfig, OutputActivation, Phase, PtVariant,
 };
-use kusari_trainer::{Optimizer, Rng, State};
+use kusari_trainer::{Optimizers, Rng, Sgd, State, Updater};
 
 use common::{run, synthetic, tiny_config, trainer, values};
+
+/// Every shipped objective with its default settings.
+fn objectives() -> Vec<ObjectiveConfig> {
+    ObjectiveConfig::NAMES
+        .iter()
+        .map(|n| ObjectiveConfig::from_name(n).expect("a shipped objective"))
+        .collect()
+}
+
+/// Relativistic average GAN: G's loss reads the real batch too.
+struct Relativistic;
+
+impl Objective for Relativistic {
+    fn name(&self) -> &str {
+        "relativistic"
+    }
+    fn head(&self) -> DisHead {
+        DisHead::Logit
+    }
+    fn losses(&self, d: &DisOutputs) -> Result<Losses> {
+        let real = d.real.broadcast_sub(&d.fake.mean_all()?)?;
+        let fake = d.fake.broadcast_sub(&d.real.mean_all()?)?;
+        let dis = (softplus(&real.neg()?)?.mean_all()? + softplus(&fake)?.mean_all()?)?;
+        let gen = (softplus(&fake.neg()?)?.mean_all()? + softplus(&real)?.mean_all()?)?;
+        Ok(Losses::new(dis, gen))
+    }
+}
 
 fn real_batch(config: &Config) -> Result<Tensor> {
     let data = synthetic(config.batch_size, config.model.image);
@@ -20,128 +52,137 @@ fn real_batch(config: &Config) -> Result<Tensor> {
     Ok(Tensor::from_slice(data.all_values(), dims, &Device::Cpu)?)
 }
 
-/// Asserts that stepping `own` moved every weight and γ of `mine` and left `other` bit-identical.
-fn assert_step_isolated(
-    step: impl FnOnce() -> Result<()>,
-    mine: &kusari_trainer::ParamStore,
-    other: &kusari_trainer::ParamStore,
-) -> Result<()> {
-    let (mine_before, other_before) = (values(mine)?, values(other)?);
-    step()?;
-    assert_eq!(values(other)?, other_before, "a step changed the other net");
-    let mine_after = values(mine)?;
-    for (name, before) in &mine_before {
-        if name.ends_with("weight") || name.ends_with("gamma") {
-            assert_ne!(&mine_after[name], before, "`{name}` did not change");
+/// Conv nets of `units` channels for `image`, z-dim 8, batch 3.
+fn tiny_conv_config(objective: ObjectiveConfig, image: ImageShape, units: usize) -> Config {
+    let mut c = Config::seed_with(objective);
+    c.model = ModelConfig::conv(image);
+    c.model.z_dim = 8;
+    c.model.gen.units = units;
+    c.model.dis.units = units;
+    c.batch_size = 3;
+    c
+}
+
+/// A step over fresh nets for `config`, on either engine.
+fn step_for(config: &Config, nets: &Nets, fused: bool) -> Result<AdversarialStep> {
+    let step = nets.step(config, 0)?;
+    Ok(if fused { step } else { step.with_reference_step() })
+}
+
+#[test]
+fn each_optimizer_moves_only_its_own_net() -> Result<()> {
+    for objective in objectives() {
+        let mut config = tiny_config(objective.clone());
+        config.dis_weight_clip = None;
+        config.dis_steps = 1;
+        for fused in [true, false] {
+            for frozen in ["gen", "dis"] {
+                let nets = Nets::build(&config, &Device::Cpu, 0)?;
+                let mut step = step_for(&config, &nets, fused)?;
+                assert_eq!(step.uses_fused_step(), fused);
+                let (gen_opt, dis_opt) = nets.optimizers(&config)?;
+                let mut optimizers = Optimizers::new();
+                optimizers.insert("gen", gen_opt);
+                optimizers.insert("dis", dis_opt);
+                optimizers.get_mut(frozen)?.set_learning_rate(0.0);
+                let (mine, other) = if frozen == "gen" {
+                    (nets.dis.params(), nets.gen.params())
+                } else {
+                    (nets.gen.params(), nets.dis.params())
+                };
+                let (mine_before, other_before) = (values(mine)?, values(other)?);
+                step.step(&real_batch(&config)?, &mut optimizers, true)?;
+                let what = format!("{} ({}), `{frozen}` frozen", objective.name(), if fused { "fused" } else { "autograd" });
+                assert_eq!(values(other)?, other_before, "{what}: the frozen net changed");
+                let mine_after = values(mine)?;
+                for (name, before) in &mine_before {
+                    if name.ends_with("weight") || name.ends_with("gamma") {
+                        assert_ne!(&mine_after[name], before, "{what}: `{name}` did not change");
+                    }
+                }
+            }
         }
     }
     Ok(())
 }
 
+/// The autograd step's G and D gradients equal those of `L_G` and `L_D`
+/// from one graph through G, D and the losses, though the step stops
+/// `L_D`'s backward pass at the fake batch, leaves out terms whose gradient
+/// is zero (EBGAN at margin 0: m − E(G(z)) < 0), skips D's weight gradients
+/// in `L_G`'s pass, and carries real rows only under joint batch norm.
 #[test]
-fn ebgan_steps_change_only_their_own_net() -> Result<()> {
-    let config = tiny_config(Objective::Ebgan(EbganConfig::default()));
-    let nets = Nets::build(&config, &Device::Cpu, 0)?;
-    let Discriminator::AutoEncoder(dis) = &nets.dis else {
-        panic!("EBGAN needs an auto-encoder")
-    };
-    let mut updater = EbganUpdater::new(
-        nets.gen.clone(),
-        dis.clone(),
-        EbganConfig::default(),
-        Rng::new(1),
-    );
-    let losses = updater.losses(&real_batch(&config)?)?;
-    let dis_grads = losses.dis.backward()?;
-    let gen_grads = losses.gen.backward()?;
-    let (mut gen_opt, mut dis_opt) = nets.optimizers(&config)?;
-    let (g, d) = (nets.gen.params(), nets.dis.params());
-    assert_step_isolated(|| dis_opt.step(&dis_grads), d, g)?;
-    assert_step_isolated(|| gen_opt.step(&gen_grads), g, d)?;
-    Ok(())
-}
-
-/// The reference step's G and D gradients equal those of L_G and L_D from
-/// one graph (as `EbganUpdater::losses` builds it), though the step itself
-/// stops L_D's backward pass at the fake batch, skips D's fake half when the
-/// hinge is zero (margin 0: m − E(G(z)) < 0) and leaves out D's weight
-/// gradients from L_G's pass. Margin 10 keeps the hinge active.
-#[test]
-fn the_reference_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()> {
+fn the_autograd_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()> {
+    let mut cases: Vec<(Config, Option<fn() -> Box<dyn Objective>>)> = Vec::new();
     for margin in [10.0, 0.0] {
-        reference_step_gradients_with_margin(margin)?;
+        let ebgan = ObjectiveConfig::Ebgan(EbganConfig {
+            margin,
+            ..EbganConfig::default()
+        });
+        cases.push((tiny_conv_config(ebgan.clone(), ImageShape::MNIST, 4), None));
+        let mut mlp = tiny_config(ebgan);
+        mlp.model.dis.dropout = 0.5;
+        cases.push((mlp, None));
     }
-    Ok(())
-}
-
-fn reference_step_gradients_with_margin(margin: f64) -> Result<()> {
-    let conv = tiny_conv_config(
-        Objective::Ebgan(EbganConfig::default()),
-        ImageShape::MNIST,
-        4,
-    );
-    let mut mlp = tiny_config(Objective::Ebgan(EbganConfig::default()));
-    mlp.model.dis.dropout = 0.5;
-    for config in [conv, mlp] {
+    for objective in [ObjectiveConfig::Gan, ObjectiveConfig::Lsgan, ObjectiveConfig::Hinge, ObjectiveConfig::Wgan] {
+        cases.push((tiny_conv_config(objective.clone(), ImageShape::MNIST, 4), None));
+        let mut sn = tiny_config(objective);
+        sn.model.dis.spectral_norm = true;
+        cases.push((sn, None));
+    }
+    for strategy in [BnStrategy::Joint, BnStrategy::Separate] {
+        let mut c = tiny_config(ObjectiveConfig::Gan);
+        c.model.dis.batch_norm = strategy;
+        cases.push((c, Some(|| Box::new(Relativistic) as Box<dyn Objective>)));
+    }
+    for (mut config, custom) in cases {
+        config.dis_weight_clip = None;
+        let objective = || custom.map_or_else(|| objective::from_config(&config.objective), |f| f());
         let real = real_batch(&config)?;
-        let updater = |nets: &Nets| -> Result<EbganUpdater> {
-            let Discriminator::AutoEncoder(dis) = &nets.dis else {
-                panic!("EBGAN needs an auto-encoder")
-            };
-            let ebgan = EbganConfig {
-                margin,
-                ..EbganConfig::default()
-            };
-            Ok(
-                EbganUpdater::new(nets.gen.clone(), dis.clone(), ebgan, Rng::new(1))
-                    .with_reference_step(),
-            )
-        };
+        let head = objective().head();
         // Expected: one graph, both backward passes through everything.
-        let graph = Nets::build(&config, &Device::Cpu, 0)?;
-        let losses = updater(&graph)?.losses(&real)?;
-        let hinge = margin - losses.fake_energy.to_scalar::<f32>()? as f64;
-        assert_eq!(hinge >= 0.0, margin > 0.0, "E(G(z)) = {}", margin - hinge);
+        let graph = Nets::build_for(&config, head, &Device::Cpu, 0)?;
+        let mut rng = Rng::derived(0, UPDATE_STREAM);
+        let z = graph.gen.sample_z(config.batch_size, &mut rng)?;
+        let fake = graph.gen.forward(&z, &mut Phase::Train(&mut rng))?;
+        let (r, f) = graph.dis.judge_pair(&real, &fake, &mut Phase::Train(&mut rng))?;
+        let outputs = DisOutputs {
+            real: r.output,
+            fake: f.output,
+            real_code: r.code,
+            fake_code: f.code,
+            real_images: real.clone(),
+            fake_images: fake,
+        };
+        let losses = objective().losses(&outputs)?;
         let (dis_grads, gen_grads) = (losses.dis.backward()?, losses.gen.backward()?);
         // Stepped: the same nets and noise, SGD at rate 1, so a weight moves by minus its gradient.
-        let stepped = Nets::build(&config, &Device::Cpu, 0)?;
-        let mut optimizers = kusari_trainer::Optimizers::new();
-        optimizers.insert(
-            "gen",
-            kusari_trainer::Sgd::new(stepped.gen.params().parameters(), 1.0),
-        );
-        optimizers.insert(
-            "dis",
-            kusari_trainer::Sgd::new(stepped.dis.params().parameters(), 1.0),
-        );
-        let models = kusari_trainer::Models::new();
-        let mut ctx = kusari_trainer::UpdateContext {
-            iteration: 1,
-            device: &Device::Cpu,
-            models: &models,
-            optimizers: &mut optimizers,
-        };
-        let batch = kusari_trainer::Batch {
-            values: real.clone(),
-            labels: None,
-        };
-        let mut stepping = updater(&stepped)?;
-        let observation = kusari_trainer::Observation::default();
-        kusari_trainer::reporter::scope(&observation, || {
-            kusari_trainer::UpdateCore::update_core(&mut stepping, batch, &mut ctx)
-        })?;
+        let stepped = Nets::build_for(&config, head, &Device::Cpu, 0)?;
+        let mut optimizers = Optimizers::new();
+        optimizers.insert("gen", Sgd::new(stepped.gen.params().parameters(), 1.0));
+        optimizers.insert("dis", Sgd::new(stepped.dis.params().parameters(), 1.0));
+        let mut step = stepped.step_with(objective(), &config, 0)?;
+        step.step(&real, &mut optimizers, true)?;
         for (store, after, grads) in [
             (graph.gen.params(), stepped.gen.params(), &gen_grads),
             (graph.dis.params(), stepped.dis.params(), &dis_grads),
         ] {
             for (name, var) in store.parameters() {
-                let grad = grads.get(var.as_tensor()).expect("a gradient");
-                let want = (var.as_tensor() - grad)?.flatten_all()?.to_vec1::<f32>()?;
+                let want = match grads.get(var.as_tensor()) {
+                    Some(grad) => (var.as_tensor() - grad)?,
+                    None => var.as_tensor().clone(),
+                };
+                let want = want.flatten_all()?.to_vec1::<f32>()?;
                 let got = after.get(&name).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                // Spectral normalization divides by a small σ: larger
+                // gradients, more rounding.
+                let tolerance = if config.model.dis.spectral_norm { 1e-4 } else { 1e-5 };
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
-                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                        "`{name}` at margin {margin}: {g} vs {w}"
+                        (g - w).abs() <= tolerance * (1.0 + w.abs()),
+                        "`{name}` for {}: {g} vs {w} ({:?})",
+                        objective().name(),
+                        config.model
                     );
                 }
             }
@@ -151,50 +192,38 @@ fn reference_step_gradients_with_margin(margin: f64) -> Result<()> {
 }
 
 #[test]
-fn gan_steps_change_only_their_own_net() -> Result<()> {
-    let config = tiny_config(Objective::Gan);
-    let nets = Nets::build(&config, &Device::Cpu, 0)?;
-    let Discriminator::Logit(dis) = &nets.dis else {
-        panic!("GAN needs a logit D")
-    };
-    let mut updater = GanUpdater::new(nets.gen.clone(), dis.clone(), Rng::new(1));
-    let losses = updater.losses(&real_batch(&config)?)?;
-    let dis_grads = losses.dis.backward()?;
-    let gen_grads = losses.gen.backward()?;
-    let (mut gen_opt, mut dis_opt) = nets.optimizers(&config)?;
-    let (g, d) = (nets.gen.params(), nets.dis.params());
-    assert_step_isolated(|| dis_opt.step(&dis_grads), d, g)?;
-    assert_step_isolated(|| gen_opt.step(&gen_grads), g, d)?;
-    Ok(())
-}
-
-/// Conv nets of `units` channels for `image`, z-dim 8, batch 3.
-fn tiny_conv_config(objective: Objective, image: ImageShape, units: usize) -> Config {
-    let mut c = Config {
-        objective,
-        ..Config::default()
-    };
-    c.model = ModelConfig::conv(image);
-    c.model.z_dim = 8;
-    c.model.gen.units = units;
-    c.model.dis.units = units;
-    c.batch_size = 3;
-    c
-}
-
-/// The keys every step of `objective` reports.
-fn step_keys(objective: &Objective) -> &'static [&'static str] {
-    if objective.is_ebgan() {
-        &["dis/loss", "gen/loss", "gen/pt"]
-    } else {
-        &["dis/loss", "gen/loss"]
+fn k_dis_steps_draw_k_batches_and_the_clip_holds() -> Result<()> {
+    for fused in [true, false] {
+        let mut config = tiny_config(ObjectiveConfig::Wgan);
+        config.dis_steps = 3;
+        let dir = tempfile::tempdir()?;
+        // 30 images in batches of 10: an epoch is one iteration of 3 D steps.
+        let (mut t, log, nets) = trainer(&config, synthetic(30, config.model.image), 0, 2, dir.path())?;
+        if !fused {
+            *t.updater_mut().core_mut() = nets.step(&config, 0)?.with_reference_step();
+        }
+        t.run()?;
+        let updater = t.updater();
+        assert_eq!(updater.epoch(), 2, "each iteration drew three batches");
+        assert_eq!(updater.optimizers().get("dis")?.steps(), 6);
+        assert_eq!(updater.optimizers().get("gen")?.steps(), 2);
+        let reports = log.lock().unwrap().clone();
+        assert!(reports.iter().all(|r| r["dis/wasserstein"].is_finite()));
+        for (name, var) in nets.dis.params().parameters() {
+            let v = var.flatten_all()?.to_vec1::<f32>()?;
+            assert!(
+                v.iter().all(|x| x.abs() <= 0.01),
+                "`{name}` left [−0.01, 0.01]"
+            );
+        }
     }
+    Ok(())
 }
 
 fn assert_finite(config: &Config, iterations: u64, keys: &[&str]) -> Result<()> {
     let reports = run(
         config,
-        synthetic(3 * config.batch_size, config.model.image),
+        synthetic(3 * config.batch_size * config.dis_steps, config.model.image),
         5,
         iterations,
     )?;
@@ -209,6 +238,15 @@ fn assert_finite(config: &Config, iterations: u64, keys: &[&str]) -> Result<()> 
     Ok(())
 }
 
+/// The keys every step of `objective` reports.
+fn step_keys(objective: &ObjectiveConfig) -> &'static [&'static str] {
+    match objective {
+        ObjectiveConfig::Ebgan(_) => &["dis/loss", "gen/loss", "gen/pt", "dis/real_energy"],
+        ObjectiveConfig::Wgan => &["dis/loss", "gen/loss", "dis/wasserstein"],
+        _ => &["dis/loss", "gen/loss"],
+    }
+}
+
 #[test]
 fn every_mlp_choice_trains() -> Result<()> {
     for bn in [
@@ -217,19 +255,22 @@ fn every_mlp_choice_trains() -> Result<()> {
         BnStrategy::RealStats,
     ] {
         for pt in [PtVariant::Paper, PtVariant::Blog, PtVariant::Unsquared] {
-            let mut c = tiny_config(Objective::Ebgan(EbganConfig {
+            let mut c = tiny_config(ObjectiveConfig::Ebgan(EbganConfig {
                 pt,
                 ..EbganConfig::default()
             }));
             c.model.dis.batch_norm = bn;
-            assert_finite(&c, 2, &["dis/loss", "gen/loss", "gen/pt"])?;
+            assert_finite(&c, 2, step_keys(&c.objective))?;
         }
-        let mut c = tiny_config(Objective::Gan);
-        c.model.dis.batch_norm = bn;
-        assert_finite(&c, 2, &["dis/loss", "gen/loss"])?;
+        for objective in objectives() {
+            let mut c = tiny_config(objective.clone());
+            c.model.dis.batch_norm = bn;
+            c.model.dis.spectral_norm = bn == BnStrategy::Joint;
+            assert_finite(&c, 2, step_keys(&objective))?;
+        }
     }
     for output in [OutputActivation::Tanh, OutputActivation::Sigmoid] {
-        let mut c = tiny_config(Objective::Ebgan(EbganConfig::default()));
+        let mut c = tiny_config(ObjectiveConfig::Ebgan(EbganConfig::default()));
         c.model.gen.output = output;
         assert_finite(&c, 2, &["dis/loss", "gen/loss", "gen/pt"])?;
         let images = Nets::build(&c, &Device::Cpu, 0)?
@@ -252,8 +293,9 @@ fn every_mlp_choice_trains() -> Result<()> {
 #[test]
 fn conv_nets_train_on_28_gray_and_64_rgb() -> Result<()> {
     for (image, units) in [(ImageShape::MNIST, 4), (ImageShape::RGB64, 2)] {
-        for objective in [Objective::Ebgan(EbganConfig::default()), Objective::Gan] {
-            let c = tiny_conv_config(objective.clone(), image, units);
+        for objective in objectives() {
+            let mut c = tiny_conv_config(objective.clone(), image, units);
+            c.model.dis.spectral_norm = objective == ObjectiveConfig::Hinge;
             assert_finite(&c, 2, step_keys(&objective))?;
             let nets = Nets::build(&c, &Device::Cpu, 0)?;
             let images = nets.gen.sample(2, &mut Rng::new(0))?;
@@ -265,22 +307,48 @@ fn conv_nets_train_on_28_gray_and_64_rgb() -> Result<()> {
                 assert_eq!(nets.dis.reconstruct(&images)?.dims(), images.dims());
             } else {
                 assert!(nets.dis.reconstruct(&images).is_err());
+                assert!(nets.dis.logit().is_some());
             }
         }
     }
     Ok(())
 }
 
+/// Spectral normalization keeps its vectors as D's buffers: snapshots hold
+/// them, and a D built without it refuses such a snapshot.
+#[test]
+fn spectral_norm_vectors_live_in_snapshots() -> Result<()> {
+    let mut config = tiny_conv_config(ObjectiveConfig::Hinge, ImageShape::MNIST, 4);
+    config.model.dis.spectral_norm = true;
+    let nets = Nets::build(&config, &Device::Cpu, 0)?;
+    let names: Vec<String> = nets.dis.params().all().into_iter().map(|(n, _, _)| n).collect();
+    let vectors = names.iter().filter(|n| n.ends_with("sn_u") || n.ends_with("sn_v")).count();
+    // 28 → 14 → 7: two convolutions, then the head's Linear; u and v each.
+    assert_eq!(vectors, 2 * 3, "{names:?}");
+    // The same seed gives the same weights with or without it.
+    let mut plain = config.clone();
+    plain.model.dis.spectral_norm = false;
+    let without = Nets::build(&plain, &Device::Cpu, 0)?;
+    assert_eq!(values(nets.dis.params())?, values(without.dis.params())?);
+    let err = without
+        .dis
+        .params()
+        .load_state(&nets.dis.params().state(), "the snapshot's D")
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("sn_"), "{err:#}");
+    Ok(())
+}
+
 #[test]
 fn a_conv_code_size_puts_a_fully_connected_code_between_encoder_and_decoder() -> Result<()> {
-    for objective in [Objective::Ebgan(EbganConfig::default()), Objective::Gan] {
+    for objective in [ObjectiveConfig::Ebgan(EbganConfig::default()), ObjectiveConfig::Gan] {
         let mut c = tiny_conv_config(objective.clone(), ImageShape::MNIST, 4);
         c.model.dis.code_dim = 5;
         assert_finite(&c, 2, step_keys(&objective))?;
         let nets = Nets::build(&c, &Device::Cpu, 0)?;
         let images = nets.gen.sample(2, &mut Rng::new(0))?;
         if let Some(ae) = nets.dis.auto_encoder() {
-            let encoded = ae.forward(&images, &mut kusari_models::Phase::Eval)?;
+            let encoded = ae.forward(&images, &mut Phase::Eval)?;
             assert_eq!(encoded.code.dims(), &[2, 5]);
             assert_eq!(encoded.reconstruction.dims(), images.dims());
         }
@@ -304,7 +372,7 @@ fn a_conv_code_size_puts_a_fully_connected_code_between_encoder_and_decoder() ->
             assert_eq!(back, 1, "one Linear from the code back to the maps");
         }
     }
-    let mut mlp = tiny_config(Objective::Ebgan(EbganConfig::default()));
+    let mut mlp = tiny_config(ObjectiveConfig::Ebgan(EbganConfig::default()));
     mlp.model.dis.code_dim = 5;
     let err = Nets::build(&mlp, &Device::Cpu, 0).err().expect("refused");
     assert!(err.to_string().contains("--code-dim"), "{err}");
@@ -312,8 +380,20 @@ fn a_conv_code_size_puts_a_fully_connected_code_between_encoder_and_decoder() ->
 }
 
 #[test]
+fn a_step_refuses_a_d_built_for_another_objective() -> Result<()> {
+    let config = tiny_config(ObjectiveConfig::Ebgan(EbganConfig::default()));
+    let nets = Nets::build(&config, &Device::Cpu, 0)?;
+    let err = nets
+        .step_with(Box::new(objective::Hinge), &config, 0)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("build_for"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn g_and_d_come_back_from_a_snapshot() -> Result<()> {
-    let config = tiny_config(Objective::Ebgan(EbganConfig::default()));
+    let config = tiny_config(ObjectiveConfig::Ebgan(EbganConfig::default()));
     let dir = tempfile::tempdir()?;
     let (mut t, _, nets) = trainer(&config, synthetic(30, config.model.image), 4, 5, dir.path())?;
     t.run()?;
@@ -362,7 +442,7 @@ fn g_and_d_come_back_from_a_snapshot() -> Result<()> {
 
 #[test]
 fn wrong_image_shapes_are_reported() -> Result<()> {
-    let config = tiny_config(Objective::Ebgan(EbganConfig::default()));
+    let config = tiny_config(ObjectiveConfig::Ebgan(EbganConfig::default()));
     let mut other = config.clone();
     other.model.image = ImageShape {
         channels: 1,

@@ -73,7 +73,10 @@ pub use dataset::{ArrayDataset, Dataset, Example};
 pub use device::{parse_device, DeviceSpec};
 pub use extension::{make_extension, Context, Ending, Extension, FnExtension, Priority};
 pub use iterator::{IteratorState, LastBatch, SerialIterator};
-pub use optim::{Adam, AdamConfig, AdamStep, Optimizer, Optimizers, Sgd};
+pub use optim::{
+    Adam, AdamConfig, AdamStep, ElementState, ElementStep, HostOptimizer, Optimizer, Optimizers,
+    RmsProp, RmsPropConfig, RmsPropStep, Sgd,
+};
 pub use params::{ParamKind, ParamStore};
 pub use reporter::{report, Observation};
 pub use rng::{Rng, RngState};
@@ -91,7 +94,7 @@ pub mod prelude {
     pub use crate::dataset::{ArrayDataset, Dataset, Example};
     pub use crate::extension::{make_extension, Context, Ending, Extension, Priority};
     pub use crate::iterator::{LastBatch, SerialIterator};
-    pub use crate::optim::{Adam, AdamConfig, Optimizer, Optimizers, Sgd};
+    pub use crate::optim::{Adam, AdamConfig, Optimizer, Optimizers, RmsProp, RmsPropConfig, Sgd};
     pub use crate::params::ParamStore;
     pub use crate::reporter::{report, with_prefix};
     pub use crate::rng::Rng;

@@ -430,3 +430,64 @@ fn triggers_see_the_status_of_the_iteration() -> Result<()> {
     assert_eq!(*fired.lock().unwrap(), vec!["4", "7"]);
     Ok(())
 }
+
+/// An update that draws two more batches from the iterator (as K critic
+/// steps do): epochs count all three, and the updater says which updates
+/// crossed an epoch's end, so epoch triggers fire on them.
+#[test]
+fn an_update_may_draw_several_batches() -> Result<()> {
+    // 12 examples in batches of 2: 6 batches an epoch, 3 per update.
+    let data = || -> Result<Arc<ArrayDataset>> {
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        Ok(Arc::new(ArrayDataset::new(values, &[1], None)?))
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let core = move |batch: Batch, ctx: &mut UpdateContext<'_>| -> Result<()> {
+        let err = ctx.next_batch::<String>().unwrap_err().to_string();
+        assert!(err.contains("String"), "{err}");
+        let drawn = [batch, ctx.next_batch::<Batch>()?, ctx.next_batch::<Batch>()?];
+        for b in drawn {
+            sink.lock().unwrap().extend(b.values.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(())
+    };
+    let iterator = SerialIterator::new(data()?, 2, false, 0)?;
+    let mut updater = StandardUpdater::new(iterator, ConcatExamples, Device::Cpu, core);
+    let mut marks = Vec::new();
+    for _ in 0..4 {
+        updater.update()?;
+        marks.push((
+            updater.epoch(),
+            updater.is_new_epoch(),
+            updater.previous_epoch_detail(),
+        ));
+    }
+    // A refused type draws nothing: every example was seen twice.
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by(f32::total_cmp);
+    let twice: Vec<f32> = (0..24).map(|i| (i / 2) as f32).collect();
+    assert_eq!(seen, twice);
+    assert_eq!(
+        marks,
+        vec![
+            (0, false, Some(0.0)),
+            (1, true, Some(0.5)),
+            (1, false, Some(1.0)),
+            (2, true, Some(1.5)),
+        ]
+    );
+    // The record survives a snapshot.
+    let mut fresh = StandardUpdater::new(
+        SerialIterator::new(data()?, 2, false, 0)?,
+        ConcatExamples,
+        Device::Cpu,
+        |_: Batch, _: &mut UpdateContext<'_>| Ok(()),
+    );
+    fresh.load_state(&updater.state()?)?;
+    assert_eq!(
+        (fresh.epoch(), fresh.is_new_epoch(), fresh.previous_epoch_detail()),
+        (2, true, Some(1.5))
+    );
+    Ok(())
+}

@@ -1,31 +1,17 @@
-//! Elementwise activations.
+//! Elementwise activations on tensors.
 
 use anyhow::Result;
 use candle_core::Tensor;
 
 use crate::config::OutputActivation;
-use crate::fast::activation as fused;
-
-/// An elementwise nonlinearity.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    /// `x`.
-    Identity,
-    /// `max(x, 0)`.
-    Relu,
-    /// `x` for `x > 0`, `slope·x` otherwise.
-    LeakyRelu(f64),
-    /// Into (−1, 1).
-    Tanh,
-    /// `1 / (1 + e^−x)`, into (0, 1).
-    Sigmoid,
-}
+use crate::kernels::activation as fused;
+pub use crate::kernels::Activation;
 
 impl Activation {
     /// The activation of every value of `x` (for f32 on the CPU one fused
-    /// custom op with a one-pass gradient, `fast::activation::apply`).
+    /// custom op with a one-pass gradient, `kernels::activation::apply`).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        if *self != Activation::Identity && crate::fast::cpu_kernels_apply(x) {
+        if *self != Activation::Identity && crate::kernels::cpu_kernels_apply(x) {
             return Ok(fused::apply(*self, x)?);
         }
         self.apply_candle_ops(x)
@@ -64,6 +50,49 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    use crate::kernels::testing::assert_close;
+
+    /// The CPU kernel's slices and its custom op against candle's own ops:
+    /// values and gradients.
+    #[test]
+    fn the_cpu_kernel_matches_candle_ops() -> Result<()> {
+        let xs: Vec<f32> = (0..41)
+            .map(|i| (i as f32 - 20.0) * 0.37)
+            .chain([0.0])
+            .collect();
+        let upstream: Vec<f32> = (0..xs.len()).map(|i| ((i * 7) % 5) as f32 - 1.7).collect();
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::LeakyRelu(0.2),
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ] {
+            let x = Var::new(xs.as_slice(), &Device::Cpu)?;
+            let y = act.apply_candle_ops(x.as_tensor())?;
+            let u = Tensor::new(upstream.as_slice(), &Device::Cpu)?;
+            let grads = (&y * &u)?.sum_all()?.backward()?;
+            let want_y: Vec<f32> = y.to_vec1()?;
+            let want_g: Vec<f32> = match grads.get(&x) {
+                Some(g) => g.to_vec1()?,
+                None => upstream.clone(),
+            };
+            let mut got_y = vec![0f32; xs.len()];
+            fused::forward_slice(act, &xs, &mut got_y);
+            let mut got_g = upstream.clone();
+            fused::backward_slice(act, &mut got_g, &xs, &got_y);
+            assert_close(&got_y, &want_y, 1e-5, &format!("{act:?} values"));
+            assert_close(&got_g, &want_g, 1e-5, &format!("{act:?} gradients"));
+
+            let op = fused::apply(act, x.as_tensor())?;
+            let op_g = (&op * &u)?.sum_all()?.backward()?;
+            let op_g: Vec<f32> = op_g.get(&x).expect("a gradient").to_vec1()?;
+            assert_close(&op.to_vec1()?, &want_y, 1e-5, &format!("{act:?} op values"));
+            assert_close(&op_g, &want_g, 1e-5, &format!("{act:?} op gradients"));
+        }
+        Ok(())
+    }
 
     #[test]
     fn values_and_gradients() -> Result<()> {

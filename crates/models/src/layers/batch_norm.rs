@@ -6,7 +6,7 @@
 //! γ and β are parameters; the running mean and variance are buffers
 //! (`avg_mean`, `avg_var`), saved in snapshots but not trained.
 //!
-//! Training on f32 CPU tensors runs on fused kernels (`fast::channel_norm`:
+//! Training on f32 CPU tensors runs on fused kernels (`kernels::channel_norm`:
 //! three passes forward, two for the gradient) for one batch, `Separate` and
 //! `Joint`; `RealStats` over several batches, and every other device or
 //! type, on candle's ops.
@@ -17,7 +17,7 @@ use kusari_trainer::ParamStore;
 
 use super::Phase;
 use crate::config::BnStrategy;
-use crate::fast::channel_norm;
+use crate::kernels::channel_norm;
 
 /// Chainer's default epsilon.
 pub const EPS: f64 = 2e-5;
@@ -86,7 +86,7 @@ impl BatchNorm {
         if xs.is_empty() {
             return Ok(Vec::new());
         }
-        let fused = xs.iter().all(crate::fast::cpu_kernels_apply)
+        let fused = xs.iter().all(crate::kernels::cpu_kernels_apply)
             && (xs.len() == 1 || strategy != BnStrategy::RealStats);
         if fused {
             return self.forward_fused(xs, strategy);

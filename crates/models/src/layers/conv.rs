@@ -2,7 +2,7 @@
 //! as Chainer's `Convolution2D` / `Deconvolution2D` (fan-in `C_in·kh·kw`).
 //!
 //! For f32 on the CPU both run on kusari's patch-product kernels
-//! ([`crate::fast::conv`]), whose forward and gradients the tests below
+//! ([`crate::kernels::conv`]), whose forward and gradients the tests below
 //! check against candle's; elsewhere (f64, CUDA) on candle's own, which
 //! the tests check against finite differences.
 
@@ -11,8 +11,9 @@ use candle_core::{Device, Tensor, Var};
 use kusari_trainer::{ParamStore, Rng};
 
 use super::init;
+use super::spectral::{SpectralNorm, WeightLayout};
 use crate::config::Init;
-use crate::fast::conv as cpu_conv;
+use crate::kernels::conv as cpu_conv;
 
 /// Kernel size, stride and padding of a square convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,7 @@ pub struct Conv2d {
     weight: Var,
     bias: Var,
     geometry: ConvGeometry,
+    spectral: Option<SpectralNorm>,
 }
 
 impl Conv2d {
@@ -64,17 +66,36 @@ impl Conv2d {
             weight,
             bias,
             geometry,
+            spectral: None,
         })
     }
 
-    /// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
+    /// The same layer with its weight spectrally normalized, the power
+    /// iteration's vectors registered in `params` and drawn from `rng`.
+    pub fn with_spectral_norm(mut self, params: &ParamStore, rng: &mut Rng) -> Result<Self> {
+        let dims = self.weight.dims().to_vec();
+        let device = self.weight.device().clone();
+        let layout = WeightLayout::Conv;
+        self.spectral = Some(SpectralNorm::new(params, layout, &dims, rng, &device)?);
+        Ok(self)
+    }
+
+    /// `[N, C_in, H, W]` → `[N, C_out, H', W']` (in evaluation mode, if
+    /// spectrally normalized).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_tensor(),
-            self.geometry,
-        )
+        Ok(self.forward_group(std::slice::from_ref(x), false)?.remove(0))
+    }
+
+    /// Every batch of `xs` through the layer, with one weight for them all
+    /// (one power iteration in training under spectral normalization).
+    pub fn forward_group(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
+        let w = match &self.spectral {
+            Some(sn) => sn.normalize(self.weight.as_tensor(), train)?,
+            None => self.weight.as_tensor().clone(),
+        };
+        xs.iter()
+            .map(|x| conv2d(x, &w, self.bias.as_tensor(), self.geometry))
+            .collect()
     }
 }
 
@@ -84,6 +105,7 @@ pub struct Deconv2d {
     weight: Var,
     bias: Var,
     geometry: ConvGeometry,
+    spectral: Option<SpectralNorm>,
 }
 
 impl Deconv2d {
@@ -108,22 +130,41 @@ impl Deconv2d {
             weight,
             bias,
             geometry,
+            spectral: None,
         })
     }
 
-    /// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
+    /// The same layer with its weight spectrally normalized, the power
+    /// iteration's vectors registered in `params` and drawn from `rng`.
+    pub fn with_spectral_norm(mut self, params: &ParamStore, rng: &mut Rng) -> Result<Self> {
+        let dims = self.weight.dims().to_vec();
+        let device = self.weight.device().clone();
+        let layout = WeightLayout::Deconv;
+        self.spectral = Some(SpectralNorm::new(params, layout, &dims, rng, &device)?);
+        Ok(self)
+    }
+
+    /// `[N, C_in, H, W]` → `[N, C_out, H', W']` (in evaluation mode, if
+    /// spectrally normalized).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        deconv2d(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_tensor(),
-            self.geometry,
-        )
+        Ok(self.forward_group(std::slice::from_ref(x), false)?.remove(0))
+    }
+
+    /// Every batch of `xs` through the layer, with one weight for them all
+    /// (one power iteration in training under spectral normalization).
+    pub fn forward_group(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
+        let w = match &self.spectral {
+            Some(sn) => sn.normalize(self.weight.as_tensor(), train)?,
+            None => self.weight.as_tensor().clone(),
+        };
+        xs.iter()
+            .map(|x| deconv2d(x, &w, self.bias.as_tensor(), self.geometry))
+            .collect()
     }
 }
 
 fn add_channel_bias(y: Tensor, bias: &Tensor) -> Result<Tensor> {
-    if crate::fast::cpu_kernels_apply(&y) {
+    if crate::kernels::cpu_kernels_apply(&y) {
         return Ok(cpu_conv::add_channel_bias(&y, bias)?);
     }
     let c = bias.dim(0)?;
@@ -143,7 +184,7 @@ impl ConvGeometry {
 /// Convolution plus per-channel bias (kusari's patch-product kernels for
 /// f32 on the CPU, candle's convolution elsewhere).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
-    let y = if crate::fast::cpu_kernels_apply(x) {
+    let y = if crate::kernels::cpu_kernels_apply(x) {
         cpu_conv::conv2d(x, weight, g.window())?
     } else {
         x.conv2d(weight, g.padding, g.stride, 1, 1)?
@@ -153,7 +194,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Re
 
 /// Transposed convolution plus per-channel bias (as [`conv2d`] chooses).
 pub fn deconv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
-    let y = if crate::fast::cpu_kernels_apply(x) {
+    let y = if crate::kernels::cpu_kernels_apply(x) {
         cpu_conv::deconv2d(x, weight, g.window())?
     } else {
         x.conv_transpose2d(weight, g.padding, 0, g.stride, 1)?

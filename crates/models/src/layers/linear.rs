@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor, Var};
 use kusari_trainer::{ParamStore, Rng};
 
 use super::init;
+use super::spectral::{SpectralNorm, WeightLayout};
 use crate::config::Init;
 
 /// `y = x W + b` on `[N, in]` inputs.
@@ -17,6 +18,7 @@ use crate::config::Init;
 pub struct Linear {
     weight: Var,
     bias: Var,
+    spectral: Option<SpectralNorm>,
 }
 
 impl Linear {
@@ -34,12 +36,35 @@ impl Linear {
             init::weight((inputs, outputs), inputs, init, rng, device)?,
         )?;
         let bias = params.parameter("bias", init::zeros(outputs, device)?)?;
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            spectral: None,
+        })
     }
 
-    /// `[N, in]` → `[N, out]`.
+    /// The same layer with its weight spectrally normalized, the power
+    /// iteration's vectors registered in `params` and drawn from `rng`.
+    pub fn with_spectral_norm(mut self, params: &ParamStore, rng: &mut Rng) -> Result<Self> {
+        let dims = self.weight.dims().to_vec();
+        let device = self.weight.device().clone();
+        self.spectral = Some(SpectralNorm::new(params, WeightLayout::Linear, &dims, rng, &device)?);
+        Ok(self)
+    }
+
+    /// `[N, in]` → `[N, out]` (in evaluation mode, if spectrally normalized).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear(x, self.weight.as_tensor(), self.bias.as_tensor())
+        Ok(self.forward_group(std::slice::from_ref(x), false)?.remove(0))
+    }
+
+    /// Every batch of `xs` through the layer, with one weight for them all
+    /// (one power iteration in training under spectral normalization).
+    pub fn forward_group(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
+        let w = match &self.spectral {
+            Some(sn) => sn.normalize(self.weight.as_tensor(), train)?,
+            None => self.weight.as_tensor().clone(),
+        };
+        xs.iter().map(|x| linear(x, &w, self.bias.as_tensor())).collect()
     }
 
     /// The weight `[in, out]`.
@@ -50,6 +75,11 @@ impl Linear {
     /// The bias `[out]`.
     pub fn bias(&self) -> &Var {
         &self.bias
+    }
+
+    /// The weight's spectral normalization, if it has one.
+    pub fn spectral_norm(&self) -> Option<&SpectralNorm> {
+        self.spectral.as_ref()
     }
 }
 

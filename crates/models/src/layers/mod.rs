@@ -12,11 +12,13 @@ pub mod conv;
 pub mod dropout;
 pub mod init;
 pub mod linear;
+pub mod spectral;
 
 pub use activation::Activation;
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv2d, Deconv2d};
 pub use linear::Linear;
+pub use spectral::SpectralNorm;
 
 use anyhow::Result;
 use candle_core::Tensor;
@@ -73,9 +75,9 @@ impl Layer {
                 .iter()
                 .map(|x| dropout::dropout(x, *ratio, phase))
                 .collect(),
-            Layer::Linear(l) => xs.iter().map(|x| l.forward(x)).collect(),
-            Layer::Conv(c) => xs.iter().map(|x| c.forward(x)).collect(),
-            Layer::Deconv(d) => xs.iter().map(|x| d.forward(x)).collect(),
+            Layer::Linear(l) => l.forward_group(&xs, phase.is_train()),
+            Layer::Conv(c) => c.forward_group(&xs, phase.is_train()),
+            Layer::Deconv(d) => d.forward_group(&xs, phase.is_train()),
             Layer::Activation(a) => xs.iter().map(|x| a.apply(x)).collect(),
             Layer::Reshape(dims) => xs
                 .iter()

@@ -16,55 +16,16 @@
 //!   `code_dim` wide). GAN D's head is a Linear from the flattened code to one
 //!   logit.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use candle_core::Device;
 use kusari_trainer::{ParamStore, Rng};
 
 use super::stack::{Stack, StackBuilder};
-use crate::config::{ImageShape, ModelConfig};
+use crate::config::{ConvStages as Stages, ModelConfig};
 use crate::layers::conv::ConvGeometry;
 use crate::layers::Activation;
 
 const G: ConvGeometry = ConvGeometry::HALVE_OR_DOUBLE;
-
-/// How many stride-2 stages an image size allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stages {
-    /// Number of halvings (≥ 1).
-    pub count: usize,
-    /// The side of the smallest feature map.
-    pub smallest: usize,
-}
-
-impl Stages {
-    /// Halves the side while it stays even and at least 4.
-    pub fn of(image: ImageShape) -> Result<Self> {
-        if image.height != image.width {
-            bail!(
-                "the conv nets need square images, got {}×{}; use --arch mlp or resize the data",
-                image.height,
-                image.width
-            );
-        }
-        let mut side = image.height;
-        let mut count = 0;
-        while side % 2 == 0 && side / 2 >= 4 {
-            side /= 2;
-            count += 1;
-        }
-        if count == 0 {
-            bail!(
-                "the conv nets need an image side that halves at least once to 4 or more \
-                 (such as 28 or 64), got {}; use --arch mlp",
-                image.height
-            );
-        }
-        Ok(Self {
-            count,
-            smallest: side,
-        })
-    }
-}
 
 /// Channels of the feature maps at stage `i` (0: largest maps).
 fn channels(units: usize, i: usize) -> usize {
@@ -108,7 +69,9 @@ pub fn encoder(
     let s = Stages::of(c.image)?;
     let d = &c.dis;
     let act = Activation::LeakyRelu(d.leaky_slope);
+    let sn = super::spectral_rng(c, rng, "enc");
     let mut b = StackBuilder::new(params, d.init, rng, device)
+        .spectral_norm(sn)
         .conv(c.image.channels, d.units, G)?
         .dropout(d.dropout)
         .activation(act);
@@ -137,7 +100,8 @@ pub fn decoder(
 ) -> Result<Stack> {
     let s = Stages::of(c.image)?;
     let d = &c.dis;
-    let mut b = StackBuilder::new(params, d.init, rng, device);
+    let sn = super::spectral_rng(c, rng, "dec");
+    let mut b = StackBuilder::new(params, d.init, rng, device).spectral_norm(sn);
     if d.code_dim > 0 {
         let top = channels(d.units, s.count - 1);
         b = b
@@ -165,44 +129,10 @@ pub fn logit_head(
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Stack> {
+    let sn = super::spectral_rng(c, rng, "head");
     Ok(StackBuilder::new(params, c.dis.init, rng, device)
+        .spectral_norm(sn)
         .reshape(&[code])
         .linear(code, 1)?
         .build())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stages_of_common_sizes() -> Result<()> {
-        assert_eq!(
-            Stages::of(ImageShape::MNIST)?,
-            Stages {
-                count: 2,
-                smallest: 7
-            }
-        );
-        assert_eq!(
-            Stages::of(ImageShape::RGB64)?,
-            Stages {
-                count: 4,
-                smallest: 4
-            }
-        );
-        let odd = ImageShape {
-            channels: 1,
-            height: 7,
-            width: 7,
-        };
-        assert!(Stages::of(odd).unwrap_err().to_string().contains("got 7"));
-        let wide = ImageShape {
-            channels: 1,
-            height: 28,
-            width: 32,
-        };
-        assert!(Stages::of(wide).is_err());
-        Ok(())
-    }
 }

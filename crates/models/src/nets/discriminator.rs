@@ -4,7 +4,7 @@ use kusari_trainer::{ParamStore, Rng};
 
 use super::stack::Stack;
 use super::{check_images, conv, mlp};
-use crate::config::{Arch, BnStrategy, ImageShape, ModelConfig};
+use crate::config::{Arch, BnStrategy, DisHead, ImageShape, ModelConfig};
 use crate::layers::Phase;
 
 /// What EBGAN's D gives for a batch.
@@ -108,7 +108,8 @@ impl AutoEncoder {
     }
 }
 
-/// GAN's D: the same body as the auto-encoder's encoder, then one logit.
+/// A logit D (GAN, LSGAN, hinge, WGAN): the same body as the auto-encoder's
+/// encoder, then one logit.
 #[derive(Clone)]
 pub struct LogitDiscriminator {
     params: ParamStore,
@@ -148,10 +149,29 @@ impl LogitDiscriminator {
         &self.params
     }
 
+    /// The body (images → code) and the head (code → logit).
+    pub fn stacks(&self) -> (&Stack, &Stack) {
+        (&self.body, &self.head)
+    }
+
+    fn run_with_codes(&self, xs: Vec<Tensor>, phase: &mut Phase<'_>) -> Result<Vec<Judgement>> {
+        let codes = self.body.forward(xs, self.batch_norm, phase)?;
+        let logits = self.head.forward(codes.clone(), self.batch_norm, phase)?;
+        codes
+            .into_iter()
+            .zip(logits)
+            .map(|(code, logit)| {
+                Ok(Judgement {
+                    output: logit.flatten_all()?,
+                    code,
+                })
+            })
+            .collect()
+    }
+
     fn run(&self, xs: Vec<Tensor>, phase: &mut Phase<'_>) -> Result<Vec<Tensor>> {
-        let hidden = self.body.forward(xs, self.batch_norm, phase)?;
-        let logits = self.head.forward(hidden, self.batch_norm, phase)?;
-        logits.into_iter().map(|l| Ok(l.flatten_all()?)).collect()
+        let judged = self.run_with_codes(xs, phase)?;
+        Ok(judged.into_iter().map(|j| j.output).collect())
     }
 
     /// Logits `[N]` for one batch.
@@ -188,16 +208,46 @@ fn run_pair<T>(
     }
 }
 
-/// Either discriminator, as [`crate::Nets`] holds it.
+/// What D makes of one batch: its output (logits `[N]`, or EBGAN's
+/// reconstructions `[N, C, H, W]`) and its body's code S (the last hidden
+/// layer: `[N, units]` for the MLP, the last feature maps or the
+/// `code_dim` values for conv nets).
+#[derive(Clone)]
+pub struct Judgement {
+    /// Logits `[N]` or reconstructions `[N, C, H, W]`.
+    pub output: Tensor,
+    /// The code S.
+    pub code: Tensor,
+}
+
+/// Either discriminator, as `Nets` holds it.
 #[derive(Clone)]
 pub enum Discriminator {
-    /// GAN's D.
+    /// A logit D (GAN, LSGAN, hinge, WGAN).
     Logit(LogitDiscriminator),
     /// EBGAN's D.
     AutoEncoder(AutoEncoder),
 }
 
 impl Discriminator {
+    /// A freshly initialized D with the given head, weights drawn from `rng`.
+    pub fn new(config: &ModelConfig, head: DisHead, device: &Device, rng: &mut Rng) -> Result<Self> {
+        Ok(match head {
+            DisHead::Logit => Discriminator::Logit(LogitDiscriminator::new(config, device, rng)?),
+            DisHead::AutoEncoder => {
+                Discriminator::AutoEncoder(AutoEncoder::new(config, device, rng)?)
+            }
+        })
+    }
+
+    /// Which head D has.
+    pub fn head(&self) -> DisHead {
+        match self {
+            Discriminator::Logit(_) => DisHead::Logit,
+            Discriminator::AutoEncoder(_) => DisHead::AutoEncoder,
+        }
+    }
+
     /// D's parameters and BatchNorm running statistics.
     pub fn params(&self) -> &ParamStore {
         match self {
@@ -206,11 +256,66 @@ impl Discriminator {
         }
     }
 
-    /// EBGAN's auto-encoder, or `None` for GAN's D.
+    /// The body (images → code) and the head (code → logit or reconstruction).
+    pub fn stacks(&self) -> (&Stack, &Stack) {
+        match self {
+            Discriminator::Logit(d) => d.stacks(),
+            Discriminator::AutoEncoder(d) => d.stacks(),
+        }
+    }
+
+    /// How batch normalization treats the real and the fake batch.
+    pub fn batch_norm(&self) -> BnStrategy {
+        match self {
+            Discriminator::Logit(d) => d.batch_norm,
+            Discriminator::AutoEncoder(d) => d.batch_norm,
+        }
+    }
+
+    /// The images D sees.
+    pub fn image_shape(&self) -> ImageShape {
+        match self {
+            Discriminator::Logit(d) => d.image,
+            Discriminator::AutoEncoder(d) => d.image,
+        }
+    }
+
+    /// The real and the fake batch in one pass (batch normalization
+    /// following the configured [`BnStrategy`]): D's outputs and codes.
+    pub fn judge_pair(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        phase: &mut Phase<'_>,
+    ) -> Result<(Judgement, Judgement)> {
+        match self {
+            Discriminator::Logit(d) => {
+                run_pair(real, fake, d.image, |xs| d.run_with_codes(xs, phase))
+            }
+            Discriminator::AutoEncoder(d) => {
+                let (r, f) = d.forward_pair(real, fake, phase)?;
+                let judged = |e: Encoded| Judgement {
+                    output: e.reconstruction,
+                    code: e.code,
+                };
+                Ok((judged(r), judged(f)))
+            }
+        }
+    }
+
+    /// EBGAN's auto-encoder, or `None` for a logit D.
     pub fn auto_encoder(&self) -> Option<&AutoEncoder> {
         match self {
             Discriminator::AutoEncoder(d) => Some(d),
             Discriminator::Logit(_) => None,
+        }
+    }
+
+    /// The logit D, or `None` for EBGAN's auto-encoder.
+    pub fn logit(&self) -> Option<&LogitDiscriminator> {
+        match self {
+            Discriminator::Logit(d) => Some(d),
+            Discriminator::AutoEncoder(_) => None,
         }
     }
 
@@ -219,7 +324,7 @@ impl Discriminator {
         match self {
             Discriminator::AutoEncoder(d) => d.reconstruct(x),
             Discriminator::Logit(_) => {
-                bail!("reconstruction needs an EBGAN discriminator (an auto-encoder); this run trained a GAN")
+                bail!("reconstruction needs an EBGAN discriminator (an auto-encoder); this run trained a logit D")
             }
         }
     }

@@ -47,7 +47,10 @@ pub fn encoder(
     device: &Device,
 ) -> Result<(Stack, usize)> {
     let d = &c.dis;
-    let mut b = StackBuilder::new(params, d.init, rng, device).reshape(&[c.image.len()]);
+    let sn = super::spectral_rng(c, rng, "enc");
+    let mut b = StackBuilder::new(params, d.init, rng, device)
+        .spectral_norm(sn)
+        .reshape(&[c.image.len()]);
     let mut width = c.image.len();
     for _ in 0..d.layers {
         b = b
@@ -68,7 +71,8 @@ pub fn decoder(
     device: &Device,
 ) -> Result<Stack> {
     let d = &c.dis;
-    let mut b = StackBuilder::new(params, d.init, rng, device);
+    let sn = super::spectral_rng(c, rng, "dec");
+    let mut b = StackBuilder::new(params, d.init, rng, device).spectral_norm(sn);
     for _ in 0..d.decoder_layers {
         b = b
             .linear(d.units, d.units)?
@@ -87,7 +91,9 @@ pub fn logit_head(
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Stack> {
+    let sn = super::spectral_rng(c, rng, "head");
     Ok(StackBuilder::new(params, c.dis.init, rng, device)
+        .spectral_norm(sn)
         .linear(c.dis.units, 1)?
         .build())
 }

@@ -10,15 +10,26 @@ mod generator;
 pub mod mlp;
 pub mod stack;
 
-pub use discriminator::{AutoEncoder, Discriminator, Encoded, LogitDiscriminator};
+pub use discriminator::{AutoEncoder, Discriminator, Encoded, Judgement, LogitDiscriminator};
 pub use generator::{
     GenWeights, Generator, GEN_AVERAGE_EXTENSION, GEN_AVERAGE_IN_SNAPSHOT, GEN_IN_SNAPSHOT,
 };
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
+use kusari_trainer::Rng;
 
-use crate::config::ImageShape;
+use crate::config::{ImageShape, ModelConfig};
+
+/// The generator of the power iteration's vectors for D's `part`, when D
+/// is spectrally normalized: derived from `rng`'s state without drawing from
+/// it, so that D's weights are those of the same seed without it.
+pub(crate) fn spectral_rng(config: &ModelConfig, rng: &Rng, part: &str) -> Option<Rng> {
+    config.dis.spectral_norm.then(|| {
+        let seed = Rng::from_state(rng.state()).next_u64();
+        Rng::derived(seed, &format!("spectral-norm/{part}"))
+    })
+}
 
 /// Checks that `x` is a batch of `[N, C, H, W]` images of `image`'s shape.
 pub(crate) fn check_images(x: &Tensor, image: ImageShape, what: &str) -> Result<()> {

@@ -52,6 +52,8 @@ pub struct StackBuilder<'a> {
     device: Device,
     counts: BTreeMap<&'static str, usize>,
     layers: Vec<Layer>,
+    /// Draws the power iteration's vectors when weights are spectrally normalized.
+    spectral: Option<Rng>,
 }
 
 impl<'a> StackBuilder<'a> {
@@ -64,7 +66,16 @@ impl<'a> StackBuilder<'a> {
             device: device.clone(),
             counts: BTreeMap::new(),
             layers: Vec::new(),
+            spectral: None,
         }
+    }
+
+    /// Spectrally normalizes the weights of the layers added from now on
+    /// (Linear, conv, transposed conv), their vectors drawn from `rng`;
+    /// `None` leaves them as they are.
+    pub fn spectral_norm(mut self, rng: Option<Rng>) -> Self {
+        self.spectral = rng;
+        self
     }
 
     fn scope(&mut self, kind: &'static str) -> ParamStore {
@@ -77,7 +88,10 @@ impl<'a> StackBuilder<'a> {
     /// A fully connected layer (`linearN/…`).
     pub fn linear(mut self, inputs: usize, outputs: usize) -> Result<Self> {
         let p = self.scope("linear");
-        let l = Linear::new(&p, inputs, outputs, &self.init, self.rng, &self.device)?;
+        let mut l = Linear::new(&p, inputs, outputs, &self.init, self.rng, &self.device)?;
+        if let Some(rng) = &mut self.spectral {
+            l = l.with_spectral_norm(&p, rng)?;
+        }
         self.layers.push(Layer::Linear(l));
         Ok(self)
     }
@@ -85,7 +99,7 @@ impl<'a> StackBuilder<'a> {
     /// A convolution (`convN/…`).
     pub fn conv(mut self, inputs: usize, outputs: usize, geometry: ConvGeometry) -> Result<Self> {
         let p = self.scope("conv");
-        let l = Conv2d::new(
+        let mut l = Conv2d::new(
             &p,
             inputs,
             outputs,
@@ -94,6 +108,9 @@ impl<'a> StackBuilder<'a> {
             self.rng,
             &self.device,
         )?;
+        if let Some(rng) = &mut self.spectral {
+            l = l.with_spectral_norm(&p, rng)?;
+        }
         self.layers.push(Layer::Conv(l));
         Ok(self)
     }
@@ -101,7 +118,7 @@ impl<'a> StackBuilder<'a> {
     /// A transposed convolution (`deconvN/…`).
     pub fn deconv(mut self, inputs: usize, outputs: usize, geometry: ConvGeometry) -> Result<Self> {
         let p = self.scope("deconv");
-        let l = Deconv2d::new(
+        let mut l = Deconv2d::new(
             &p,
             inputs,
             outputs,
@@ -110,6 +127,9 @@ impl<'a> StackBuilder<'a> {
             self.rng,
             &self.device,
         )?;
+        if let Some(rng) = &mut self.spectral {
+            l = l.with_spectral_norm(&p, rng)?;
+        }
         self.layers.push(Layer::Deconv(l));
         Ok(self)
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use candle_core::Device;
-use kusari_models::{Config, ImageShape, ModelConfig, Nets, Objective};
+use kusari_models::{Config, ImageShape, ModelConfig, Nets, ObjectiveConfig};
 use kusari_trainer::prelude::*;
 use kusari_trainer::Priority;
 
@@ -15,17 +15,14 @@ use kusari_trainer::Priority;
 pub type Reports = BTreeMap<String, f64>;
 
 /// A trainer as [`trainer`] builds it.
-pub type TestTrainer = Trainer<StandardUpdater<ArrayDataset, ConcatExamples, kusari_models::Core>>;
+pub type TestTrainer = Trainer<kusari_models::setup::Updater<ArrayDataset>>;
 
 /// Every iteration's reports, as the recording extension fills them.
 pub type ReportLog = Arc<Mutex<Vec<Reports>>>;
 
 /// The seed's nets at toy widths on 8×8 images.
-pub fn tiny_config(objective: Objective) -> Config {
-    let mut c = Config {
-        objective,
-        ..Config::default()
-    };
+pub fn tiny_config(objective: ObjectiveConfig) -> Config {
+    let mut c = Config::seed_with(objective);
     c.model = ModelConfig::mlp_with_units(24, 16);
     c.model.image = ImageShape {
         channels: 1,

@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::Optimizer;
+use super::{ElementState, ElementStep, HostOptimizer, Optimizer};
 use crate::state::State;
 
 /// Adam's hyper-parameters. The defaults are Chainer's (and the paper's).
@@ -111,16 +111,6 @@ impl Adam {
             beta2: c.beta2 as f32,
             eps: c.eps as f32,
         }
-    }
-
-    /// Starts a step that the caller applies itself (with
-    /// [`AdamStep::apply`] on the slices from [`Adam::host_moments_mut`]),
-    /// counting it like [`Optimizer::step`] does. Snapshots and resumption
-    /// work as after a normal step. Every variable must be updated exactly
-    /// once before the next step.
-    pub fn begin_external_step(&mut self) -> AdamStep {
-        self.steps += 1;
-        self.step_constants(self.steps)
     }
 
     /// Whether every moment lives in host memory (the parameters are on the
@@ -302,6 +292,10 @@ impl Optimizer for Adam {
         Some(self)
     }
 
+    fn as_host(&mut self) -> Option<&mut dyn HostOptimizer> {
+        self.is_host().then_some(self as &mut dyn HostOptimizer)
+    }
+
     fn state(&self) -> Result<State> {
         let mut s = State::new();
         s.put("steps", &self.steps)?;
@@ -349,6 +343,23 @@ impl Optimizer for Adam {
         self.steps = steps;
         self.config = config;
         Ok(())
+    }
+}
+
+impl HostOptimizer for Adam {
+    fn begin_external_step(&mut self) -> ElementStep {
+        self.steps += 1;
+        ElementStep::Adam(self.step_constants(self.steps))
+    }
+
+    fn host_state_mut(&mut self, var: &Var) -> Result<ElementState<'_>> {
+        let (first, second) = self.host_moments_mut(var)?;
+        Ok(ElementState { first, second })
+    }
+
+    fn updates_exactly(&self, vars: &[&Var]) -> bool {
+        self.is_host()
+            && super::same_variables(self.slots.iter().map(|s| &s.var), vars.iter().copied())
     }
 }
 
@@ -498,15 +509,17 @@ mod tests {
             let step = external.begin_external_step();
             let grad: Vec<f32> = g(t).iter().map(|&x| x as f32).collect();
             let mut p: Vec<f32> = b.to_vec1()?;
-            let (m, v) = external.host_moments_mut(&b)?;
-            step.apply(&mut p, &grad, m, v);
+            step.apply(&mut p, &grad, external.host_state_mut(&b)?);
             b.set(&Tensor::new(p, &Device::Cpu)?)?;
         }
         assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
         assert_eq!(normal.moments("w")?, external.moments("w")?);
         assert_eq!(external.steps(), 3);
         let stranger = Var::new(&[1f32], &Device::Cpu)?;
-        assert!(external.host_moments_mut(&stranger).is_err());
+        assert!(external.host_state_mut(&stranger).is_err());
+        assert!(external.updates_exactly(&[&b]));
+        assert!(!external.updates_exactly(&[&b, &stranger]));
+        assert!(!external.updates_exactly(&[&stranger]));
         Ok(())
     }
 

@@ -1,0 +1,311 @@
+//! Matrix products for the fast step: strided views of f32 matrices and
+//! single-threaded `gemm` calls, which the callers split into fixed blocks
+//! run on rayon. Fixed blocks (never "one per thread") keep every sum in the
+//! same order whatever the thread count, so runs repeat bit for bit.
+
+use std::marker::PhantomData;
+
+use super::small_gemm;
+
+/// A read-only view of an f32 matrix with arbitrary strides.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    ptr: *const f32,
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+    _life: PhantomData<&'a [f32]>,
+}
+
+// SAFETY: a MatRef is a shared borrow of f32 data; reading it from several
+// threads at once is fine.
+unsafe impl Send for MatRef<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for MatRef<'_> {}
+
+impl<'a> MatRef<'a> {
+    /// The first `rows · cols` values of `data`, row-major.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert!(data.len() >= rows * cols, "matrix view out of bounds");
+        Self {
+            ptr: data.as_ptr(),
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
+            _life: PhantomData,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Rows `r0..r0 + rows` and columns `c0..c0 + cols`.
+    pub fn block(self, r0: usize, rows: usize, c0: usize, cols: usize) -> Self {
+        assert!(
+            r0 + rows <= self.rows && c0 + cols <= self.cols,
+            "block out of bounds"
+        );
+        Self {
+            // SAFETY: the offset stays inside the viewed matrix (checked above).
+            ptr: unsafe {
+                self.ptr
+                    .offset(r0 as isize * self.rs + c0 as isize * self.cs)
+            },
+            rows,
+            cols,
+            ..self
+        }
+    }
+}
+
+/// A writable view of a row-major f32 matrix (unit column stride).
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    _life: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a MatMut is an exclusive borrow of its elements.
+unsafe impl Send for MatMut<'_> {}
+
+impl<'a> MatMut<'a> {
+    /// The first `rows · cols` values of `data`, row-major.
+    pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        assert!(data.len() >= rows * cols, "matrix view out of bounds");
+        Self {
+            ptr: data.as_mut_ptr(),
+            rows,
+            cols,
+            rs: cols,
+            _life: PhantomData,
+        }
+    }
+
+    /// A view of `rows × cols` values from `ptr` with row stride `rs`.
+    ///
+    /// # Safety
+    /// The elements must be valid, and not accessed through anything else,
+    /// for `'a`.
+    pub unsafe fn from_raw(ptr: *mut f32, rows: usize, cols: usize, rs: usize) -> Self {
+        Self {
+            ptr,
+            rows,
+            cols,
+            rs,
+            _life: PhantomData,
+        }
+    }
+
+    /// Multiplies every element by `factor`.
+    pub fn scale(&mut self, factor: f32) {
+        for r in 0..self.rows {
+            // SAFETY: row r lies inside the view, which is borrowed exclusively.
+            let row = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.rs), self.cols) };
+            row.iter_mut().for_each(|v| *v *= factor);
+        }
+    }
+}
+
+/// `dst = a · b`, or `dst += a · b` when `accumulate`; one thread. With
+/// AVX2 at hand [`small_gemm::product`], else the `gemm` crate.
+pub fn gemm(dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    assert!(
+        a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
+        "gemm shapes: [{}×{}]·[{}×{}] into [{}×{}]",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        dst.rows,
+        dst.cols
+    );
+    if dst.rows == 0 || dst.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            for r in 0..dst.rows {
+                // SAFETY: row r of dst lies inside its borrow.
+                unsafe { std::slice::from_raw_parts_mut(dst.ptr.add(r * dst.rs), dst.cols) }
+                    .fill(0.0);
+            }
+        }
+        return;
+    }
+    let o = small_gemm::Operands {
+        m: dst.rows,
+        n: dst.cols,
+        k: a.cols,
+        a: a.ptr,
+        a_rs: a.rs,
+        a_cs: a.cs,
+        b: b.ptr,
+        b_rs: b.rs,
+        b_cs: b.cs,
+        c: dst.ptr,
+        c_rs: dst.rs,
+    };
+    // SAFETY: the views were built from borrowed slices with checked
+    // bounds, dst is borrowed exclusively, and the shapes agree; the kernel
+    // is taken only where AVX2 and FMA exist (checked).
+    unsafe {
+        if small_gemm::available() {
+            small_gemm::product(o, accumulate);
+        } else {
+            gemm_crate_product(o, accumulate);
+        }
+    }
+}
+
+/// `C = A·B` (or `C += A·B`) by the `gemm` crate on one thread: the path
+/// for CPUs without AVX2/FMA, and the yardstick of kusari's kernel.
+///
+/// # Safety
+///
+/// As [`small_gemm::product`], without its need for AVX2 and FMA.
+pub(super) unsafe fn gemm_crate_product(o: small_gemm::Operands, accumulate: bool) {
+    gemm::gemm(
+        o.m,
+        o.n,
+        o.k,
+        o.c,
+        1,
+        o.c_rs as isize,
+        accumulate,
+        o.a,
+        o.a_cs,
+        o.a_rs,
+        o.b,
+        o.b_cs,
+        o.b_rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// The column-block width for splitting `n` output columns across threads:
+/// a function of `n` alone, so the split never depends on the thread count.
+pub fn block_width(n: usize) -> usize {
+    if n <= 64 {
+        return n.max(1);
+    }
+    // About eight blocks: two threads then share them evenly to within a
+    // small block (four blocks left one thread idle for a quarter of the
+    // 400-wide layers). The small kernel reads A in place, so narrower
+    // blocks cost no extra copies.
+    n.div_ceil(8).next_multiple_of(16).clamp(32, 256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    /// Patterned A (`m×k`) and B (`k×n`), their product by the naive loop,
+    /// and an output buffer of ones (so a product that writes nothing shows).
+    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 11) as f32 * 0.3 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
+        let want = naive(&a, &b, m, k, n);
+        (a, b, want, vec![1f32; m * n])
+    }
+
+    #[test]
+    fn products_and_transposes_match_a_naive_loop() {
+        let (m, k, n) = (7, 5, 150);
+        let (a, b, want, mut c) = operands(m, k, n);
+        let (av, bv) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
+        gemm(&mut MatMut::new(&mut c, m, n), av, bv, false);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        // Accumulating adds the product again.
+        gemm(&mut MatMut::new(&mut c, m, n), av, bv, true);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() < 1e-4);
+        }
+        // (bᵀ aᵀ) = (a b)ᵀ through transposed views.
+        let mut ct = vec![0f32; n * m];
+        gemm(
+            &mut MatMut::new(&mut ct, n, m),
+            MatRef::new(&b, k, n).t(),
+            MatRef::new(&a, m, k).t(),
+            false,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                assert!((ct[j * m + i] - want[i * n + j]).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn the_gemm_crate_fallback_matches_a_naive_loop() {
+        let (m, k, n) = (9, 6, 40);
+        let (a, b, want, mut c) = operands(m, k, n);
+        let o = small_gemm::Operands {
+            m,
+            n,
+            k,
+            a: a.as_ptr(),
+            a_rs: k as isize,
+            a_cs: 1,
+            b: b.as_ptr(),
+            b_rs: n as isize,
+            b_cs: 1,
+            c: c.as_mut_ptr(),
+            c_rs: n,
+        };
+        // SAFETY: the operands point into the live vectors above, with their shapes.
+        unsafe { gemm_crate_product(o, false) };
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn block_widths_cover_common_sizes() {
+        assert_eq!(block_width(3200), 256);
+        assert_eq!(block_width(1024), 128);
+        assert_eq!(block_width(784), 112);
+        assert_eq!(block_width(400), 64);
+        assert_eq!(block_width(128), 32);
+        assert_eq!(block_width(10), 10);
+    }
+}

@@ -1,0 +1,61 @@
+//! kusari's CPU kernels for f32: what makes a training step fast on a CPU.
+//!
+//! - Matrix products ([`matmul`]): a small-matrix AVX2 kernel on fixed
+//!   blocks (or the `gemm` crate without AVX2), split over rayon's threads.
+//! - Fully connected blocks ([`dense`]): Linear, BatchNorm, dropout and an
+//!   activation fused column by column, forward and the elementwise part of
+//!   the backward pass, on preallocated buffers.
+//! - The weight gradient of a Linear computed tile by tile and handed at once
+//!   to an element-wise optimizer ([`weight_update`]), so the full gradient
+//!   is never stored.
+//! - candle custom ops with their gradients, which the candle-ops layers use
+//!   on f32 CPU tensors: convolutions ([`conv`]: patch products),
+//!   training-mode BatchNorm ([`channel_norm`]) and activations
+//!   ([`activation`]); and [`input_gradients_only`], a scope in which those
+//!   ops skip their weights' gradients.
+//! - [`in_own_pool`], the rayon pool a training step runs in.
+//!
+//! The kernels know tensors, slices and shapes only: no nets, no
+//! configurations. Sums run over fixed blocks whose sizes depend only on
+//! the shapes, so results repeat bit for bit whatever the thread count.
+
+pub(crate) mod activation;
+pub(crate) mod batch_norm;
+pub(crate) mod channel_norm;
+pub(crate) mod columns;
+pub(crate) mod conv;
+pub(crate) mod dense;
+mod grad_scope;
+pub(crate) mod matmul;
+mod pool;
+pub(crate) mod simd;
+mod small_gemm;
+pub(crate) mod spectral;
+pub(crate) mod storage;
+#[cfg(test)]
+pub(crate) mod testing;
+pub(crate) mod weight_update;
+
+pub use activation::Activation;
+pub use grad_scope::input_gradients_only;
+pub use pool::in_own_pool;
+
+/// Whether the CPU kernels behind the candle-ops layers (convolutions,
+/// BatchNorm, activations) can run on `x`: an f32 tensor on the CPU.
+pub fn cpu_kernels_apply(x: &candle_core::Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// The error of a kernel's gradient op asked for its own gradient: the
+/// custom ops' backward passes build no graph, so a second derivative
+/// through them would be silently wrong, and they refuse it instead.
+pub(crate) fn second_order_error<T>() -> candle_core::Result<T> {
+    Err(candle_core::Error::Msg(NO_SECOND_ORDER.to_string()).bt())
+}
+
+/// The message of every error that asks for a gradient of a gradient.
+pub const NO_SECOND_ORDER: &str = "gradients of gradients are not supported: kusari's CPU \
+    kernels and its training step compute gradients without a graph of their own, so a loss \
+    that differentiates through a gradient (a gradient penalty such as WGAN-GP's or R1) cannot \
+    train; constrain D with spectral normalization instead (`--spectral-norm`, \
+    `DisConfig::spectral_norm`), or weight clipping (`--clip-dis`)";

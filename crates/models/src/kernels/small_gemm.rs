@@ -1,0 +1,521 @@
+//! A matrix product for the step's small products (100–300 rows, a few
+//! hundred columns): `C (+)= A·B`. B is copied one 16-column panel at a time
+//! into an aligned, contiguous buffer that stays in L1 while every row of A
+//! passes over it; A is read in place (its values are broadcast from wherever
+//! they lie) and each 6 × 16 tile of C stays in registers. At these sizes
+//! `gemm`'s packing of both operands on every call costs a good part of the
+//! product itself.
+//!
+//! Every element of C is summed over `p = 0..k` in order with fused
+//! multiply-adds, starting from C's old value when accumulating: the result
+//! depends on the shapes alone, never on how callers split the work.
+
+use std::cell::RefCell;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Rows of C per register tile.
+const MR: usize = 6;
+/// Columns of C per register tile (two AVX vectors).
+const NR: usize = 16;
+/// Products of A's columns and B's rows summed per pass over C.
+const KC: usize = 256;
+
+/// Whether [`product`] can run here (AVX2 and FMA).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The operands of one product: `m × k` A with strides `a_rs`, `a_cs`;
+/// `k × n` B with strides `b_rs`, `b_cs`; `m × n` C with row stride `c_rs`
+/// and unit column stride.
+#[derive(Clone, Copy)]
+pub struct Operands {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: *const f32,
+    pub a_rs: isize,
+    pub a_cs: isize,
+    pub b: *const f32,
+    pub b_rs: isize,
+    pub b_cs: isize,
+    pub c: *mut f32,
+    pub c_rs: usize,
+}
+
+/// One row of a B panel: a cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct PanelRow([f32; NR]);
+
+thread_local! {
+    static PANEL: RefCell<Vec<PanelRow>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `C = A·B`, or `C += A·B` when `accumulate`.
+///
+/// # Safety
+/// [`available`] must be true; every element the shapes and strides reach
+/// must be valid, C's writable and not aliased by A or B.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn product(o: Operands, accumulate: bool) {
+    if o.k == 0 {
+        if !accumulate {
+            for i in 0..o.m {
+                // SAFETY: row i of C is writable.
+                unsafe { std::slice::from_raw_parts_mut(o.c.add(i * o.c_rs), o.n) }.fill(0.0);
+            }
+        }
+        return;
+    }
+    // Blocks of k keep A's block in L2 and B's panel in L1; C holds the
+    // running sums between blocks, so the order of additions is unchanged.
+    let mut k0 = 0;
+    while k0 < o.k {
+        let kc = (o.k - k0).min(KC);
+        // SAFETY: columns k0.. of A and rows k0.. of B exist.
+        let block = unsafe {
+            Operands {
+                k: kc,
+                a: o.a.offset(k0 as isize * o.a_cs),
+                b: o.b.offset(k0 as isize * o.b_rs),
+                ..o
+            }
+        };
+        // SAFETY: the caller's contract, restricted to this block.
+        unsafe { product_block(block, accumulate || k0 > 0) };
+        k0 += kc;
+    }
+}
+
+/// [`product`] for `k ≤ KC`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_block(o: Operands, accumulate: bool) {
+    PANEL.with(|panel| {
+        let mut panel = panel.borrow_mut();
+        panel.resize(o.k, PanelRow([0.0; NR]));
+        let mut j = 0;
+        while j < o.n {
+            let nr = (o.n - j).min(NR);
+            // SAFETY: rows 0..k, columns j..j + nr of B exist.
+            unsafe { pack(&mut panel[..o.k], o, j, nr) };
+            let b = panel.as_ptr().cast::<f32>();
+            let mut i = 0;
+            while i < o.m {
+                let mr = (o.m - i).min(MR);
+                // SAFETY: (i, j) lies inside C, row i of A exists.
+                let t = unsafe {
+                    Tile {
+                        k: o.k,
+                        a: o.a.offset(i as isize * o.a_rs),
+                        a_rs: o.a_rs,
+                        a_cs: o.a_cs,
+                        b,
+                        c: o.c.add(i * o.c_rs + j),
+                        c_rs: o.c_rs,
+                        nr,
+                        accumulate,
+                    }
+                };
+                // SAFETY: the caller's contract, restricted to this tile;
+                // the panel holds k full rows.
+                unsafe {
+                    // A tail of at most 8 columns takes half a tile: with
+                    // 7×7 maps (49 columns) a full one would compute 16
+                    // columns for 1.
+                    match (mr, nr) {
+                        (6, NR) => tile::<6, 2, true>(t),
+                        (5, NR) => tile::<5, 2, true>(t),
+                        (4, NR) => tile::<4, 2, true>(t),
+                        (3, NR) => tile::<3, 2, true>(t),
+                        (2, NR) => tile::<2, 2, true>(t),
+                        (1, NR) => tile::<1, 2, true>(t),
+                        (6, 9..) => tile::<6, 2, false>(t),
+                        (5, 9..) => tile::<5, 2, false>(t),
+                        (4, 9..) => tile::<4, 2, false>(t),
+                        (3, 9..) => tile::<3, 2, false>(t),
+                        (2, 9..) => tile::<2, 2, false>(t),
+                        (_, 9..) => tile::<1, 2, false>(t),
+                        (6, _) => tile::<6, 1, false>(t),
+                        (5, _) => tile::<5, 1, false>(t),
+                        (4, _) => tile::<4, 1, false>(t),
+                        (3, _) => tile::<3, 1, false>(t),
+                        (2, _) => tile::<2, 1, false>(t),
+                        _ => tile::<1, 1, false>(t),
+                    }
+                }
+                i += mr;
+            }
+            j += nr;
+        }
+    });
+}
+
+/// Copies columns `j..j + nr` of B into `panel`, zero-padded to 16.
+///
+/// # Safety
+/// Those columns of B's first `panel.len()` rows must be readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn pack(panel: &mut [PanelRow], o: Operands, j: usize, nr: usize) {
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        let base = o.b.offset(j as isize * o.b_cs);
+        if o.b_cs == 1 && nr == NR {
+            for (p, row) in panel.iter_mut().enumerate() {
+                let src = std::slice::from_raw_parts(base.offset(p as isize * o.b_rs), NR);
+                row.0.copy_from_slice(src);
+            }
+        } else if o.b_cs == 1 {
+            for (p, row) in panel.iter_mut().enumerate() {
+                let src = std::slice::from_raw_parts(base.offset(p as isize * o.b_rs), nr);
+                row.0[..nr].copy_from_slice(src);
+                row.0[nr..].fill(0.0);
+            }
+        } else {
+            for row in panel.iter_mut() {
+                row.0[nr..].fill(0.0);
+            }
+            // Whole 8 × 8 blocks of a B whose columns are contiguous
+            // (B = Wᵀ): transposed in registers.
+            let (blocks_c, blocks_p) = if o.b_rs == 1 {
+                (nr / 8, panel.len() / 8)
+            } else {
+                (0, 0)
+            };
+            for bc in 0..blocks_c {
+                for bp in 0..blocks_p {
+                    let src = base.offset((8 * bc) as isize * o.b_cs + (8 * bp) as isize);
+                    let mut r = [_mm256_setzero_ps(); 8];
+                    for (c, v) in r.iter_mut().enumerate() {
+                        *v = _mm256_loadu_ps(src.offset(c as isize * o.b_cs));
+                    }
+                    for (i, v) in transpose8(r).iter().enumerate() {
+                        _mm256_storeu_ps(panel[8 * bp + i].0.as_mut_ptr().add(8 * bc), *v);
+                    }
+                }
+            }
+            // The rest one value at a time, along p (where a transposed B's
+            // values lie together).
+            for c in 0..nr {
+                let first = if c < 8 * blocks_c { 8 * blocks_p } else { 0 };
+                let col = base.offset(c as isize * o.b_cs);
+                for (p, row) in panel.iter_mut().enumerate().skip(first) {
+                    row.0[c] = *col.offset(p as isize * o.b_rs);
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of the 8 × 8 matrix whose rows are `r`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+/// Stand-in where AVX2 does not exist; [`available`] is false there.
+///
+/// # Safety
+/// Never to be called.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn product(_: Operands, _: bool) {
+    unreachable!("small_gemm::product without AVX2");
+}
+
+/// One register tile: `R` rows (≤ 6) and `nr` columns (≤ 16) of C.
+#[derive(Clone, Copy)]
+struct Tile {
+    k: usize,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    /// The packed panel: rows of 16.
+    b: *const f32,
+    c: *mut f32,
+    c_rs: usize,
+    nr: usize,
+    accumulate: bool,
+}
+
+/// Lane masks for the first `nr` of 16 columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn masks(nr: usize) -> [__m256i; 2] {
+    let lane = |l: usize| if l < nr { -1i32 } else { 0 };
+    let m: [i32; 16] = std::array::from_fn(lane);
+    // SAFETY: m holds 16 i32, read as two unaligned vectors.
+    unsafe {
+        [
+            _mm256_loadu_si256(m.as_ptr().cast()),
+            _mm256_loadu_si256(m.as_ptr().add(8).cast()),
+        ]
+    }
+}
+
+/// Eight columns of a row from `p`: all of them, or those `mask` keeps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn load8<const FULL: bool>(p: *const f32, mask: __m256i) -> __m256 {
+    // SAFETY: the caller's: p..p + 8 (or its masked lanes) is readable.
+    unsafe {
+        if FULL {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, mask)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+/// `R` rows and `V` vectors of 8 columns (`nr ≤ 8·V`; all `8·V` when `FULL`).
+unsafe fn tile<const R: usize, const V: usize, const FULL: bool>(t: Tile) {
+    // SAFETY (whole body): the caller guarantees every address below is
+    // inside its operands; masked loads and stores touch only the first
+    // `nr` columns.
+    unsafe {
+        let mask = if FULL {
+            [_mm256_set1_epi32(-1); 2]
+        } else {
+            masks(t.nr)
+        };
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        if t.accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                let c = t.c.add(r * t.c_rs);
+                for (h, v) in row.iter_mut().enumerate() {
+                    *v = load8::<FULL>(c.add(8 * h), mask[h]);
+                }
+            }
+        }
+        let mut a = t.a;
+        let mut b = t.b;
+        for _ in 0..t.k {
+            let mut bv = [_mm256_setzero_ps(); V];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm256_load_ps(b.add(8 * h));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.offset(r as isize * t.a_rs));
+                for (v, b) in row.iter_mut().zip(&bv) {
+                    *v = _mm256_fmadd_ps(av, *b, *v);
+                }
+            }
+            a = a.offset(t.a_cs);
+            b = b.add(NR);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let c = t.c.add(r * t.c_rs);
+            for (h, v) in row.iter().enumerate() {
+                if FULL {
+                    _mm256_storeu_ps(c.add(8 * h), *v);
+                } else {
+                    _mm256_maskstore_ps(c.add(8 * h), mask[h], *v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::assert_close;
+
+    /// `a · b` by candle's matmul.
+    fn candle(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        use candle_core::{Device, Tensor};
+        let a = Tensor::from_slice(a, (m, k), &Device::Cpu).unwrap();
+        let b = Tensor::from_slice(b, (k, n), &Device::Cpu).unwrap();
+        a.matmul(&b)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 506.5 - 1.0)
+            .collect()
+    }
+
+    /// Against candle's matmul: every tile shape (full and partial rows and
+    /// columns), plain and accumulating, with A and B read directly or
+    /// through their transposes.
+    #[test]
+    fn products_match_candle_for_every_edge() {
+        if !available() {
+            eprintln!("skipped: no AVX2/FMA on this CPU");
+            return;
+        }
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 5, 3),
+            (9, 300, 20),
+            (13, 40, 37),
+            (100, 33, 112),
+            (6, 9, 16),
+            (13, 40, 26),
+            (64, 300, 49),
+        ] {
+            let a = values(m * k, 1);
+            let at: Vec<f32> = (0..k * m).map(|q| a[(q % m) * k + q / m]).collect();
+            let b = values(k * n, 2);
+            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+            let want = candle(&a, &b, m, k, n);
+            for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut c = values(m * n, 3);
+                let old = c.clone();
+                let (ap, a_rs, a_cs) = if a_t {
+                    (at.as_ptr(), 1, m as isize)
+                } else {
+                    (a.as_ptr(), k as isize, 1)
+                };
+                let (bp, b_rs, b_cs) = if b_t {
+                    (bt.as_ptr(), 1, k as isize)
+                } else {
+                    (b.as_ptr(), n as isize, 1)
+                };
+                let o = Operands {
+                    m,
+                    n,
+                    k,
+                    a: ap,
+                    a_rs,
+                    a_cs,
+                    b: bp,
+                    b_rs,
+                    b_cs,
+                    c: c.as_mut_ptr(),
+                    c_rs: n,
+                };
+                // SAFETY: AVX2 checked; the operands are the vectors above.
+                unsafe { product(o, false) };
+                assert_close(&c, &want, 1e-5, "product");
+                c.copy_from_slice(&old);
+                // SAFETY: as above.
+                unsafe {
+                    product(
+                        Operands {
+                            c: c.as_mut_ptr(),
+                            ..o
+                        },
+                        true,
+                    )
+                };
+                let sum: Vec<f32> = want.iter().zip(&old).map(|(w, o)| w + o).collect();
+                assert_close(&c, &sum, 1e-5, "accumulated product");
+            }
+        }
+    }
+
+    /// Throughput against the `gemm` crate on the small config's shapes
+    /// (best of batches, hot caches):
+    /// `cargo test --release -p kusari-models small_gemm -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing() {
+        use std::time::Instant;
+        for (name, m, k, n, a_t, b_t, reps) in [
+            ("fwd 100x400x112", 100, 400, 112, false, false, 2000),
+            ("wgrad 104x100x256", 104, 100, 256, true, false, 2000),
+            ("igrad 100x256x104", 100, 256, 104, false, true, 2000),
+            ("wgrad D 200x200x128", 200, 200, 128, true, false, 2000),
+            ("seed fwd 100x3200x256", 100, 3200, 256, false, false, 200),
+            ("seed wgrad 128x100x256", 128, 100, 256, true, false, 2000),
+            ("seed igrad 100x256x128", 100, 256, 128, false, true, 2000),
+        ] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let mut c = vec![0f32; m * n];
+            let (a_rs, a_cs) = if a_t {
+                (1, m as isize)
+            } else {
+                (k as isize, 1)
+            };
+            let (b_rs, b_cs) = if b_t {
+                (1, k as isize)
+            } else {
+                (n as isize, 1)
+            };
+            let o = Operands {
+                m,
+                n,
+                k,
+                a: a.as_ptr(),
+                a_rs,
+                a_cs,
+                b: b.as_ptr(),
+                b_rs,
+                b_cs,
+                c: c.as_mut_ptr(),
+                c_rs: n,
+            };
+            let mut ours = f64::MAX;
+            let mut theirs = f64::MAX;
+            for _ in 0..reps / 20 {
+                let t = Instant::now();
+                for _ in 0..20 {
+                    unsafe { product(o, false) };
+                }
+                ours = ours.min(t.elapsed().as_secs_f64() / 20.0);
+                let t = Instant::now();
+                for _ in 0..20 {
+                    unsafe { crate::kernels::matmul::gemm_crate_product(o, false) };
+                }
+                theirs = theirs.min(t.elapsed().as_secs_f64() / 20.0);
+            }
+            let gf = 2.0 * (m * n * k) as f64 / 1e9;
+            eprintln!(
+                "{name}: ours {:.1} GFLOP/s, gemm {:.1} GFLOP/s",
+                gf / ours,
+                gf / theirs
+            );
+        }
+    }
+}
