@@ -27,7 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train a GAN or an EBGAN; writes the log, images and snapshots to --out.
+    /// Train a GAN, EBGAN, LSGAN, hinge GAN or WGAN; writes the log, images and snapshots to --out.
     /// A flag given twice takes its last value, so presets can be overridden.
     #[command(args_override_self = true)]
     Train(Box<TrainArgs>),
@@ -46,15 +46,41 @@ pub enum ModelKind {
     Gan,
     /// Energy-based GAN with an auto-encoder discriminator and the pull-away term.
     Ebgan,
+    /// Least-squares GAN (Mao et al. 2017).
+    Lsgan,
+    /// The hinge loss of SNGAN and BigGAN; pairs well with --spectral-norm.
+    Hinge,
+    /// Wasserstein GAN (Arjovsky et al. 2017) with its paper's training: weights clipped to
+    /// ±0.01, 5 D steps per G step, RMSProp at 5e-5.
+    Wgan,
+}
+
+impl ModelKind {
+    /// The name `kusari train` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Gan => "gan",
+            ModelKind::Ebgan => "ebgan",
+            ModelKind::Lsgan => "lsgan",
+            ModelKind::Hinge => "hinge",
+            ModelKind::Wgan => "wgan",
+        }
+    }
 }
 
 impl std::fmt::Display for ModelKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ModelKind::Gan => "gan",
-            ModelKind::Ebgan => "ebgan",
-        })
+        f.write_str(self.name())
     }
+}
+
+/// The optimizer of both nets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    /// Adam with Chainer's update rule.
+    Adam,
+    /// RMSProp (α 0.99), as the WGAN paper trains.
+    Rmsprop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -215,21 +241,39 @@ pub struct TrainArgs {
     #[arg(long)]
     pub dropout: Option<f64>,
 
-    /// Adam step size for both G and D [preset: 0.001].
+    /// The optimizer of both nets [preset: adam; wgan rmsprop].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+
+    /// Step size for both G and D [preset: adam 0.001, rmsprop 5e-5].
     #[arg(long)]
     pub lr: Option<f64>,
 
-    /// Adam step size for G alone (overrides --lr for G).
+    /// Step size for G alone (overrides --lr for G).
     #[arg(long)]
     pub lr_g: Option<f64>,
 
-    /// Adam step size for D alone (overrides --lr for D).
+    /// Step size for D alone (overrides --lr for D).
     #[arg(long)]
     pub lr_d: Option<f64>,
 
     /// Adam β1 for both G and D [preset: 0.5].
     #[arg(long)]
     pub beta1: Option<f64>,
+
+    /// D steps per G step, each on a new real batch [preset: 1; wgan 5].
+    #[arg(long)]
+    pub dis_steps: Option<usize>,
+
+    /// After each D step, clip every D parameter to [−C, C]; 0 turns it off [preset: off;
+    /// wgan 0.01].
+    #[arg(long)]
+    pub clip_dis: Option<f64>,
+
+    /// Divide each of D's weights by an estimate of its largest singular value (spectral
+    /// normalization, one power iteration per D step), with any objective.
+    #[arg(long)]
+    pub spectral_norm: bool,
 
     /// Write a snapshot every N epochs (and at the end) [default: 1].
     #[arg(long)]

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use kusari_models::{
-    Arch, BnStrategy, Config, EbganConfig, ImageShape, ModelConfig, Objective, OutputActivation,
-    PtVariant,
+    Arch, BnStrategy, Config, ImageShape, ModelConfig, ObjectiveConfig, OptimizerConfig,
+    OutputActivation, PtVariant,
 };
 use kusari_trainer::datasets::PixelRange;
 use serde::{Deserialize, Serialize};
 
-use crate::args::{DatasetKind, LrDecay, ModelKind, Preset, TrainArgs};
+use crate::args::{DatasetKind, LrDecay, ModelKind, OptimizerKind, Preset, TrainArgs};
 
 /// Where the training images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +89,8 @@ impl RunConfig {
                 width: data.image_size as usize,
             },
         };
+        let objective =
+            ObjectiveConfig::from_name(kind.name()).expect("every ModelKind is an objective");
         let mut model = Config {
             model: match arch {
                 Arch::Mlp => ModelConfig {
@@ -97,11 +99,7 @@ impl RunConfig {
                 },
                 Arch::Conv => ModelConfig::conv(image),
             },
-            objective: match kind {
-                ModelKind::Gan => Objective::Gan,
-                ModelKind::Ebgan => Objective::Ebgan(EbganConfig::default()),
-            },
-            ..Config::default()
+            ..Config::seed_with(objective)
         };
         let mut length = Length {
             epochs: Some(500.0),
@@ -259,19 +257,49 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
         }
         model.batch_size = v;
     }
+    if let Some(kind) = args.optimizer {
+        let chosen = match kind {
+            OptimizerKind::Adam => OptimizerConfig::seed_adam(),
+            OptimizerKind::Rmsprop => {
+                OptimizerConfig::RmsProp(kusari_trainer::RmsPropConfig::default())
+            }
+        };
+        for optimizer in [&mut model.gen_optimizer, &mut model.dis_optimizer] {
+            if std::mem::discriminant(optimizer) != std::mem::discriminant(&chosen) {
+                *optimizer = chosen;
+            }
+        }
+    }
     if let Some(v) = args.lr {
-        model.gen_adam.lr = v;
-        model.dis_adam.lr = v;
+        model.gen_optimizer.set_lr(v);
+        model.dis_optimizer.set_lr(v);
     }
     if let Some(v) = args.lr_g {
-        model.gen_adam.lr = v;
+        model.gen_optimizer.set_lr(v);
     }
     if let Some(v) = args.lr_d {
-        model.dis_adam.lr = v;
+        model.dis_optimizer.set_lr(v);
     }
     if let Some(v) = args.beta1 {
-        model.gen_adam.beta1 = v;
-        model.dis_adam.beta1 = v;
+        for optimizer in [&mut model.gen_optimizer, &mut model.dis_optimizer] {
+            match optimizer {
+                OptimizerConfig::Adam(adam) => adam.beta1 = v,
+                OptimizerConfig::RmsProp(_) => {
+                    bail!(
+                        "--beta1 is Adam's; this run trains with RMSProp (choose --optimizer adam)"
+                    )
+                }
+            }
+        }
+    }
+    if let Some(v) = args.dis_steps {
+        model.dis_steps = v;
+    }
+    if let Some(v) = args.clip_dis {
+        model.dis_weight_clip = (v != 0.0).then_some(v);
+    }
+    if args.spectral_norm {
+        model.model.dis.spectral_norm = true;
     }
     let ebgan_flags = [
         ("--margin", args.margin.is_some()),
@@ -279,7 +307,7 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
         ("--pt-variant", args.pt_variant.is_some()),
     ];
     match &mut model.objective {
-        Objective::Ebgan(e) => {
+        ObjectiveConfig::Ebgan(e) => {
             if let Some(v) = args.margin {
                 e.margin = v;
             }
@@ -290,9 +318,12 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
                 e.pt = parse_choice::<PtVariant>("--pt-variant", v)?;
             }
         }
-        Objective::Gan => {
+        other => {
             if let Some((flag, _)) = ebgan_flags.iter().find(|(_, given)| *given) {
-                bail!("{flag} applies to EBGAN only; `kusari train gan` has no such setting");
+                bail!(
+                    "{flag} applies to EBGAN only; `kusari train {}` has no such setting",
+                    other.name()
+                );
             }
         }
     }
@@ -354,7 +385,7 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
         let what_changed = |a: &RunConfig, b: &RunConfig| -> Vec<&'static str> {
             let mut out = vec![];
             if a.model != b.model {
-                out.push("the model (architecture, widths, objective, optimizer or batch size)");
+                out.push("the model (architecture, widths, objective, optimizer, batch size, D steps, clip or spectral norm)");
             }
             if a.data != b.data {
                 out.push("the data");
@@ -363,7 +394,7 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
                 out.push("the seed");
             }
             if a.kind != b.kind {
-                out.push("gan/ebgan");
+                out.push("the objective");
             }
             out
         };

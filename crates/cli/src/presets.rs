@@ -2,7 +2,7 @@
 //! after ten minutes of training on a 2-core CPU. docs/results/presets.md
 //! records what was measured, with the commands, and what is left to try.
 
-use kusari_models::{Arch, Config, Objective};
+use kusari_models::{Arch, Config, ObjectiveConfig};
 
 use crate::args::Preset;
 
@@ -36,7 +36,7 @@ pub fn default_arch(preset: Preset) -> Arch {
 pub fn apply_fast(model: &mut Config, arch: Arch) {
     let nets = &mut model.model;
     nets.dis.dropout = 0.0;
-    if let Objective::Ebgan(ebgan) = &mut model.objective {
+    if let ObjectiveConfig::Ebgan(ebgan) = &mut model.objective {
         ebgan.margin = 1.0;
     }
     match arch {
@@ -69,7 +69,7 @@ pub fn fast_gen_ema(arch: Arch) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::default_arch;
-    use kusari_models::{Arch, Objective};
+    use kusari_models::{Arch, ObjectiveConfig};
 
     use crate::args::Preset;
     use crate::config::RunConfig;
@@ -83,13 +83,13 @@ mod tests {
     fn assert_fast_recipe(fast: &RunConfig, seed: &RunConfig) {
         let nets = &fast.model.model;
         assert_eq!(nets.dis.dropout, 0.0);
-        let Objective::Ebgan(ebgan) = fast.model.objective else {
+        let ObjectiveConfig::Ebgan(ebgan) = fast.model.objective else {
             panic!("EBGAN expected")
         };
         assert_eq!(ebgan.margin, 1.0);
         assert_eq!(fast.length.time_limit_seconds, Some(600.0));
         assert_eq!(fast.length.epochs, None);
-        assert_eq!(fast.model.gen_adam, seed.model.gen_adam);
+        assert_eq!(fast.model.gen_optimizer, seed.model.gen_optimizer);
         assert_eq!(nets.gen.output, seed.model.model.gen.output);
         assert_eq!(nets.dis.batch_norm, seed.model.model.dis.batch_norm);
     }

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use kusari_models::extensions::{GeneratedImages, ReconstructedImages};
-use kusari_models::{Generator, Nets, GEN_AVERAGE_EXTENSION};
+use kusari_models::extensions::{GeneratedImages, StandardExtensions};
+use kusari_models::{Generator, Nets, ObjectiveConfig, GEN_AVERAGE_EXTENSION};
 use kusari_trainer::datasets::{image_folder::ImageFolder, mnist, Split};
 use kusari_trainer::extensions::{
-    latest_snapshot, FailOnNonNumber, LinearShift, LogReport, MovingAverage, NonFiniteValue,
-    PlotReport, PrintReport, ProgressBar, ShiftSpan, Snapshot,
+    latest_snapshot, LinearShift, MovingAverage, NonFiniteValue, ShiftSpan,
 };
 use kusari_trainer::fsutil::{ensure_writable_dir, write_atomic};
 use kusari_trainer::{
@@ -61,10 +60,10 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
             let optimizers = trainer.updater_mut().optimizers_mut();
             optimizers
                 .get_mut("gen")?
-                .set_learning_rate(config.model.gen_adam.lr);
+                .set_learning_rate(config.model.gen_optimizer.lr());
             optimizers
                 .get_mut("dis")?
-                .set_learning_rate(config.model.dis_adam.lr);
+                .set_learning_rate(config.model.dis_optimizer.lr());
         }
         eprintln!(
             "resuming from {} (iteration {})",
@@ -236,34 +235,26 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
         Some(n) => IntervalTrigger::iterations(n),
         None => IntervalTrigger::epochs(config.log_every_epochs),
     };
-    let log = LogReport::new().trigger(log_every);
-    let entries = log.entries();
-    let progress = ProgressBar::new();
-    let rows = progress.line_writer();
-    trainer.extend(log);
-    let mut columns = vec!["epoch", "iteration", "dis/loss", "gen/loss"];
-    if config.model.objective.is_ebgan() {
-        columns.push("gen/pt");
+    let range = config.data.pixel_range.value_range();
+    let mut standard = StandardExtensions::new(config.seed)
+        .log_every(log_every)
+        .snapshot_every(IntervalTrigger::epochs(config.snapshot_every_epochs))
+        .keep_snapshots(config.keep_snapshots)
+        .value_range(range);
+    match config.model.objective {
+        ObjectiveConfig::Ebgan(_) => standard = standard.column("gen/pt"),
+        ObjectiveConfig::Wgan => standard = standard.column("dis/wasserstein"),
+        _ => {}
     }
     if config.eval_every_epochs > 0.0 {
-        columns.extend(["eval/is", "eval/fid", "eval/min_class_share"]);
+        for column in ["eval/is", "eval/fid", "eval/min_class_share"] {
+            standard = standard.column(column);
+        }
     }
-    columns.push("elapsed_time");
-    trainer.extend(PrintReport::new(entries.clone(), columns).to(rows));
-    trainer.extend(PlotReport::new(entries, ["dis/loss", "gen/loss"]));
-    trainer.extend(progress);
-    trainer.extend(FailOnNonNumber::new());
-    trainer
-        .extend(Snapshot::new().keep_last(config.keep_snapshots))
-        .trigger(IntervalTrigger::epochs(config.snapshot_every_epochs));
-
-    let range = config.data.pixel_range.value_range();
-    trainer.extend(GeneratedImages::new(
-        nets.gen.clone(),
-        100,
-        config.seed,
-        range,
-    )?);
+    if nets.dis.auto_encoder().is_some() {
+        standard = standard.reconstruct(reconstruction_inputs(config, dataset, nets.gen.device())?);
+    }
+    standard.add_to(trainer, nets)?;
     let judged = match config.gen_ema {
         Some(decay) => {
             let average = generator_average(trainer, config, nets, decay)?;
@@ -275,10 +266,6 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
         }
         None => nets.gen.clone(),
     };
-    if let Some(ae) = nets.dis.auto_encoder() {
-        let images = reconstruction_inputs(config, dataset, nets.gen.device())?;
-        trainer.extend(ReconstructedImages::new(ae.clone(), images, range)?);
-    }
     if config.eval_every_epochs > 0.0 {
         crate::evaluate::add_evaluator(trainer, config, &judged)?;
     }

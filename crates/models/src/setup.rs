@@ -10,7 +10,9 @@
 
 use anyhow::Result;
 use candle_core::Device;
-use kusari_trainer::{ConcatExamples, Dataset, Example, Optimizer, Rng, SerialIterator, StandardUpdater};
+use kusari_trainer::{
+    ConcatExamples, Dataset, Example, Optimizer, Rng, SerialIterator, StandardUpdater,
+};
 
 use crate::config::{Config, DisHead};
 use crate::nets::{Discriminator, Generator};
@@ -51,7 +53,12 @@ impl Nets {
         config.validate()?;
         let model = &config.model;
         let gen = Generator::new(model, device, &mut Rng::derived(seed, INIT_GEN_STREAM))?;
-        let dis = Discriminator::new(model, head, device, &mut Rng::derived(seed, INIT_DIS_STREAM))?;
+        let dis = Discriminator::new(
+            model,
+            head,
+            device,
+            &mut Rng::derived(seed, INIT_DIS_STREAM),
+        )?;
         Ok(Self { gen, dis })
     }
 
@@ -119,10 +126,12 @@ impl Nets {
         D: Dataset<Example = Example>,
     {
         let (gen_opt, dis_opt) = self.optimizers(config)?;
-        Ok(StandardUpdater::new(iterator, ConcatExamples, device.clone(), step)
-            .with_model("gen", self.gen.params().clone())
-            .with_model("dis", self.dis.params().clone())
-            .with_optimizer("gen", gen_opt)
-            .with_optimizer("dis", dis_opt))
+        Ok(
+            StandardUpdater::new(iterator, ConcatExamples, device.clone(), step)
+                .with_model("gen", self.gen.params().clone())
+                .with_model("dis", self.dis.params().clone())
+                .with_optimizer("gen", gen_opt)
+                .with_optimizer("dis", dis_opt),
+        )
     }
 }

@@ -48,16 +48,24 @@ fn the_guides_example_trains_snapshots_and_resumes() -> Result<()> {
         return Ok(());
     };
     ensure!(
-        PathBuf::from(&dir).join("train-images-idx3-ubyte.gz").is_file(),
+        PathBuf::from(&dir)
+            .join("train-images-idx3-ubyte.gz")
+            .is_file(),
         "MNIST_DIR={} holds no train-images-idx3-ubyte.gz",
         PathBuf::from(&dir).display()
     );
     let out = tempfile::tempdir()?;
     // 600 iterations an epoch: 0.005 epochs are 3 iterations.
     run(out.path(), "0.005")?;
-    ensure!(out.path().join("snapshot_iter_3").is_dir(), "no snapshot after 3 iterations");
+    ensure!(
+        out.path().join("snapshot_iter_3").is_dir(),
+        "no snapshot after 3 iterations"
+    );
     run(out.path(), "0.01")?;
-    ensure!(out.path().join("snapshot_iter_6").is_dir(), "the second run did not reach 6");
+    ensure!(
+        out.path().join("snapshot_iter_6").is_dir(),
+        "the second run did not reach 6"
+    );
     let log: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("log"))?)?;
     let entries = log.as_array().context("the log is a JSON array")?;
@@ -65,7 +73,11 @@ fn the_guides_example_trains_snapshots_and_resumes() -> Result<()> {
         .iter()
         .filter_map(|e| e["iteration"].as_u64())
         .collect();
-    assert_eq!(iterations, vec![3, 6], "one entry per run, the second resumed");
+    assert_eq!(
+        iterations,
+        vec![3, 6],
+        "one entry per run, the second resumed"
+    );
     for e in entries {
         for key in ["dis/loss", "gen/loss"] {
             assert!(e[key].as_f64().is_some_and(f64::is_finite), "{key} in {e}");

@@ -285,7 +285,11 @@ fn a_decoder_with_hidden_layers_matches_the_reference() -> Result<()> {
 
 #[test]
 fn logit_objectives_match_the_reference() -> Result<()> {
-    for objective in [ObjectiveConfig::Gan, ObjectiveConfig::Lsgan, ObjectiveConfig::Hinge] {
+    for objective in [
+        ObjectiveConfig::Gan,
+        ObjectiveConfig::Lsgan,
+        ObjectiveConfig::Hinge,
+    ] {
         compare_gradients(&small(objective.clone(), BnStrategy::Separate), 2)?;
     }
     compare_gradients(&small(ObjectiveConfig::Hinge, BnStrategy::Joint), 2)?;
@@ -337,7 +341,11 @@ fn the_fused_step_repeats_bit_for_bit_with_any_thread_count() -> Result<()> {
     wgan.dis_steps = 2;
     wgan.model.dis.spectral_norm = true;
     for config in [
-        ebgan(BnStrategy::Joint, PtVariant::Paper, OutputActivation::Identity),
+        ebgan(
+            BnStrategy::Joint,
+            PtVariant::Paper,
+            OutputActivation::Identity,
+        ),
         wgan,
     ] {
         let run = |threads: usize| -> Result<Vec<u64>> {
@@ -362,4 +370,3 @@ fn the_fused_step_repeats_bit_for_bit_with_any_thread_count() -> Result<()> {
     }
     Ok(())
 }
-

@@ -52,7 +52,8 @@ fn conv_config() -> Config {
 fn assert_names_the_problem(err: &anyhow::Error) {
     let text = format!("{err:#}");
     assert!(
-        text.contains("gradients of gradients are not supported") && text.contains("--spectral-norm"),
+        text.contains("gradients of gradients are not supported")
+            && text.contains("--spectral-norm"),
         "{text}"
     );
 }

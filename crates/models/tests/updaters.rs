@@ -66,7 +66,11 @@ fn tiny_conv_config(objective: ObjectiveConfig, image: ImageShape, units: usize)
 /// A step over fresh nets for `config`, on either engine.
 fn step_for(config: &Config, nets: &Nets, fused: bool) -> Result<AdversarialStep> {
     let step = nets.step(config, 0)?;
-    Ok(if fused { step } else { step.with_reference_step() })
+    Ok(if fused {
+        step
+    } else {
+        step.with_reference_step()
+    })
 }
 
 #[test]
@@ -92,8 +96,16 @@ fn each_optimizer_moves_only_its_own_net() -> Result<()> {
                 };
                 let (mine_before, other_before) = (values(mine)?, values(other)?);
                 step.step(&real_batch(&config)?, &mut optimizers, true)?;
-                let what = format!("{} ({}), `{frozen}` frozen", objective.name(), if fused { "fused" } else { "autograd" });
-                assert_eq!(values(other)?, other_before, "{what}: the frozen net changed");
+                let what = format!(
+                    "{} ({}), `{frozen}` frozen",
+                    objective.name(),
+                    if fused { "fused" } else { "autograd" }
+                );
+                assert_eq!(
+                    values(other)?,
+                    other_before,
+                    "{what}: the frozen net changed"
+                );
                 let mine_after = values(mine)?;
                 for (name, before) in &mine_before {
                     if name.ends_with("weight") || name.ends_with("gamma") {
@@ -124,8 +136,16 @@ fn the_autograd_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()
         mlp.model.dis.dropout = 0.5;
         cases.push((mlp, None));
     }
-    for objective in [ObjectiveConfig::Gan, ObjectiveConfig::Lsgan, ObjectiveConfig::Hinge, ObjectiveConfig::Wgan] {
-        cases.push((tiny_conv_config(objective.clone(), ImageShape::MNIST, 4), None));
+    for objective in [
+        ObjectiveConfig::Gan,
+        ObjectiveConfig::Lsgan,
+        ObjectiveConfig::Hinge,
+        ObjectiveConfig::Wgan,
+    ] {
+        cases.push((
+            tiny_conv_config(objective.clone(), ImageShape::MNIST, 4),
+            None,
+        ));
         let mut sn = tiny_config(objective);
         sn.model.dis.spectral_norm = true;
         cases.push((sn, None));
@@ -137,7 +157,8 @@ fn the_autograd_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()
     }
     for (mut config, custom) in cases {
         config.dis_weight_clip = None;
-        let objective = || custom.map_or_else(|| objective::from_config(&config.objective), |f| f());
+        let objective =
+            || custom.map_or_else(|| objective::from_config(&config.objective), |f| f());
         let real = real_batch(&config)?;
         let head = objective().head();
         // Expected: one graph, both backward passes through everything.
@@ -145,7 +166,9 @@ fn the_autograd_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()
         let mut rng = Rng::derived(0, UPDATE_STREAM);
         let z = graph.gen.sample_z(config.batch_size, &mut rng)?;
         let fake = graph.gen.forward(&z, &mut Phase::Train(&mut rng))?;
-        let (r, f) = graph.dis.judge_pair(&real, &fake, &mut Phase::Train(&mut rng))?;
+        let (r, f) = graph
+            .dis
+            .judge_pair(&real, &fake, &mut Phase::Train(&mut rng))?;
         let outputs = DisOutputs {
             real: r.output,
             fake: f.output,
@@ -176,7 +199,11 @@ fn the_autograd_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()
                 let got = after.get(&name).unwrap().flatten_all()?.to_vec1::<f32>()?;
                 // Spectral normalization divides by a small σ: larger
                 // gradients, more rounding.
-                let tolerance = if config.model.dis.spectral_norm { 1e-4 } else { 1e-5 };
+                let tolerance = if config.model.dis.spectral_norm {
+                    1e-4
+                } else {
+                    1e-5
+                };
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
                         (g - w).abs() <= tolerance * (1.0 + w.abs()),
@@ -198,7 +225,8 @@ fn k_dis_steps_draw_k_batches_and_the_clip_holds() -> Result<()> {
         config.dis_steps = 3;
         let dir = tempfile::tempdir()?;
         // 30 images in batches of 10: an epoch is one iteration of 3 D steps.
-        let (mut t, log, nets) = trainer(&config, synthetic(30, config.model.image), 0, 2, dir.path())?;
+        let (mut t, log, nets) =
+            trainer(&config, synthetic(30, config.model.image), 0, 2, dir.path())?;
         if !fused {
             *t.updater_mut().core_mut() = nets.step(&config, 0)?.with_reference_step();
         }
@@ -321,8 +349,17 @@ fn spectral_norm_vectors_live_in_snapshots() -> Result<()> {
     let mut config = tiny_conv_config(ObjectiveConfig::Hinge, ImageShape::MNIST, 4);
     config.model.dis.spectral_norm = true;
     let nets = Nets::build(&config, &Device::Cpu, 0)?;
-    let names: Vec<String> = nets.dis.params().all().into_iter().map(|(n, _, _)| n).collect();
-    let vectors = names.iter().filter(|n| n.ends_with("sn_u") || n.ends_with("sn_v")).count();
+    let names: Vec<String> = nets
+        .dis
+        .params()
+        .all()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    let vectors = names
+        .iter()
+        .filter(|n| n.ends_with("sn_u") || n.ends_with("sn_v"))
+        .count();
     // 28 → 14 → 7: two convolutions, then the head's Linear; u and v each.
     assert_eq!(vectors, 2 * 3, "{names:?}");
     // The same seed gives the same weights with or without it.
@@ -341,7 +378,10 @@ fn spectral_norm_vectors_live_in_snapshots() -> Result<()> {
 
 #[test]
 fn a_conv_code_size_puts_a_fully_connected_code_between_encoder_and_decoder() -> Result<()> {
-    for objective in [ObjectiveConfig::Ebgan(EbganConfig::default()), ObjectiveConfig::Gan] {
+    for objective in [
+        ObjectiveConfig::Ebgan(EbganConfig::default()),
+        ObjectiveConfig::Gan,
+    ] {
         let mut c = tiny_conv_config(objective.clone(), ImageShape::MNIST, 4);
         c.model.dis.code_dim = 5;
         assert_finite(&c, 2, step_keys(&objective))?;

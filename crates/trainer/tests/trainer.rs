@@ -446,9 +446,15 @@ fn an_update_may_draw_several_batches() -> Result<()> {
     let core = move |batch: Batch, ctx: &mut UpdateContext<'_>| -> Result<()> {
         let err = ctx.next_batch::<String>().unwrap_err().to_string();
         assert!(err.contains("String"), "{err}");
-        let drawn = [batch, ctx.next_batch::<Batch>()?, ctx.next_batch::<Batch>()?];
+        let drawn = [
+            batch,
+            ctx.next_batch::<Batch>()?,
+            ctx.next_batch::<Batch>()?,
+        ];
         for b in drawn {
-            sink.lock().unwrap().extend(b.values.flatten_all()?.to_vec1::<f32>()?);
+            sink.lock()
+                .unwrap()
+                .extend(b.values.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(())
     };
@@ -486,7 +492,11 @@ fn an_update_may_draw_several_batches() -> Result<()> {
     );
     fresh.load_state(&updater.state()?)?;
     assert_eq!(
-        (fresh.epoch(), fresh.is_new_epoch(), fresh.previous_epoch_detail()),
+        (
+            fresh.epoch(),
+            fresh.is_new_epoch(),
+            fresh.previous_epoch_detail()
+        ),
         (2, true, Some(1.5))
     );
     Ok(())

@@ -174,7 +174,10 @@ mod tests {
             (c.model.gen.units, c.model.dis.units, c.model.z_dim),
             (3200, 1024, 3)
         );
-        assert_eq!((c.batch_size, c.dis_steps, c.dis_weight_clip), (100, 1, None));
+        assert_eq!(
+            (c.batch_size, c.dis_steps, c.dis_weight_clip),
+            (100, 1, None)
+        );
         assert_eq!(c.gen_optimizer.lr(), 1e-3);
         c.validate()?;
         let json = serde_json::to_string(&c)?;
@@ -268,7 +271,11 @@ mod tests {
             dis_steps: 0,
             ..Config::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("--dis-steps"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--dis-steps"));
         let c = Config {
             dis_weight_clip: Some(-1.0),
             ..Config::default()

@@ -367,7 +367,10 @@ mod tests {
             height: 7,
             width: 7,
         };
-        assert!(ConvStages::of(odd).unwrap_err().to_string().contains("got 7"));
+        assert!(ConvStages::of(odd)
+            .unwrap_err()
+            .to_string()
+            .contains("got 7"));
         let wide = ImageShape {
             channels: 1,
             height: 28,

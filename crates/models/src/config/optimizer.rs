@@ -40,10 +40,7 @@ impl OptimizerConfig {
     }
 
     /// The optimizer over `vars`.
-    pub fn build(
-        &self,
-        vars: Vec<(String, candle_core::Var)>,
-    ) -> Result<Box<dyn Optimizer>> {
+    pub fn build(&self, vars: Vec<(String, candle_core::Var)>) -> Result<Box<dyn Optimizer>> {
         Ok(match *self {
             Self::Adam(c) => Box::new(Adam::new(vars, c)?),
             Self::RmsProp(c) => Box::new(RmsProp::new(vars, c)?),

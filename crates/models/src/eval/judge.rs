@@ -12,7 +12,6 @@ use kusari_trainer::{ParamStore, State};
 use serde::{Deserialize, Serialize};
 
 use super::lenet::LeNet;
-use super::train::{train_judge_with, JudgeTraining};
 
 /// File name of the cached judge's weights; its metadata sits beside it
 /// with the extension `.json`.
@@ -44,13 +43,13 @@ pub struct JudgeInfo {
 }
 
 impl JudgeInfo {
-    pub(crate) fn new(config: &JudgeTraining) -> Self {
+    pub(crate) fn new(epochs: usize, seed: u64) -> Self {
         Self {
             format: FORMAT.to_string(),
             version: FORMAT_VERSION,
             test_accuracy: f64::NAN,
-            epochs: config.epochs,
-            seed: config.seed,
+            epochs,
+            seed,
             train_seconds: 0.0,
             kusari_version: env!("CARGO_PKG_VERSION").to_string(),
         }
@@ -125,12 +124,7 @@ impl Judge {
             &mut kusari_trainer::Rng::derived(seed, "judge/init"),
             &Device::Cpu,
         )?;
-        let config = JudgeTraining {
-            epochs: 0,
-            seed,
-            ..Default::default()
-        };
-        Ok(Self::from_parts(params, net, JudgeInfo::new(&config)))
+        Ok(Self::from_parts(params, net, JudgeInfo::new(0, seed)))
     }
 
     /// Where the judge is cached: `mnist-judge-v1.safetensors` in [`cache_dir`].
@@ -288,47 +282,6 @@ impl Judge {
             path: Some(path.to_path_buf()),
             device: Device::Cpu,
         })
-    }
-
-    /// The cached judge; when there is none yet, trains one on the MNIST
-    /// in `mnist_dir` (saying so on stderr, since it takes minutes) and
-    /// caches it for every later run.
-    pub fn load_or_train(mnist_dir: &Path) -> Result<Self> {
-        Self::load_or_train_at(&Self::cache_path()?, mnist_dir, &JudgeTraining::default())
-    }
-
-    /// [`Judge::load_or_train`] with an explicit weights file and training recipe.
-    pub fn load_or_train_at(
-        path: &Path,
-        mnist_dir: &Path,
-        training: &JudgeTraining,
-    ) -> Result<Self> {
-        if path.exists() {
-            return Self::load(path);
-        }
-        eprintln!(
-            "kusari: no MNIST judge at {}; training one now on {} ({} epochs of 2–3 minutes \
-             each on a 2-core CPU; only this once)",
-            path.display(),
-            mnist_dir.display(),
-            training.epochs
-        );
-        tracing::info!(path = %path.display(), "training the MNIST judge on first use");
-        let (mut judge, accuracy) = train_judge_with(mnist_dir, training)?;
-        if accuracy < 0.99 {
-            eprintln!(
-                "kusari: warning: the judge reached only {:.2}% test accuracy (expected ≥ 99.0%)",
-                accuracy * 100.0
-            );
-        }
-        judge.save(path)?;
-        eprintln!(
-            "kusari: judge trained in {:.0} s, test accuracy {:.2}%, saved to {}",
-            judge.info.train_seconds,
-            accuracy * 100.0,
-            path.display()
-        );
-        Ok(judge)
     }
 }
 

@@ -205,7 +205,8 @@ pub fn train_judge_on(
     let params = ParamStore::new();
     let mut init = Rng::derived(config.seed, "judge/init");
     let net = LeNet::new(&params, &mut init, &device)?;
-    let judge = Judge::from_parts(params.clone(), net.clone(), JudgeInfo::new(config));
+    let info = JudgeInfo::new(config.epochs, config.seed);
+    let judge = Judge::from_parts(params.clone(), net.clone(), info);
 
     let iterator = SerialIterator::new(
         Arc::new(train.clone()),
@@ -272,6 +273,49 @@ pub fn train_judge_on(
     judge.info.test_accuracy = test_accuracy;
     judge.info.train_seconds = started.elapsed().as_secs_f64();
     Ok((judge, test_accuracy))
+}
+
+impl Judge {
+    /// The cached judge; when there is none yet, trains one on the MNIST
+    /// in `mnist_dir` (saying so on stderr, since it takes minutes) and
+    /// caches it for every later run.
+    pub fn load_or_train(mnist_dir: &Path) -> Result<Self> {
+        Self::load_or_train_at(&Self::cache_path()?, mnist_dir, &JudgeTraining::default())
+    }
+
+    /// [`Judge::load_or_train`] with an explicit weights file and training recipe.
+    pub fn load_or_train_at(
+        path: &Path,
+        mnist_dir: &Path,
+        training: &JudgeTraining,
+    ) -> Result<Self> {
+        if path.exists() {
+            return Self::load(path);
+        }
+        eprintln!(
+            "kusari: no MNIST judge at {}; training one now on {} ({} epochs of 2–3 minutes \
+             each on a 2-core CPU; only this once)",
+            path.display(),
+            mnist_dir.display(),
+            training.epochs
+        );
+        tracing::info!(path = %path.display(), "training the MNIST judge on first use");
+        let (mut judge, accuracy) = train_judge_with(mnist_dir, training)?;
+        if accuracy < 0.99 {
+            eprintln!(
+                "kusari: warning: the judge reached only {:.2}% test accuracy (expected ≥ 99.0%)",
+                accuracy * 100.0
+            );
+        }
+        judge.save(path)?;
+        eprintln!(
+            "kusari: judge trained in {:.0} s, test accuracy {:.2}%, saved to {}",
+            judge.info().train_seconds,
+            accuracy * 100.0,
+            path.display()
+        );
+        Ok(judge)
+    }
 }
 
 #[cfg(test)]

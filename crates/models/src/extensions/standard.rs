@@ -91,13 +91,22 @@ impl StandardExtensions {
 
     /// Adds the extensions to `trainer`, for `nets`. Returns the log's
     /// entries, for a caller that reads them.
-    pub fn add_to<U: Updater + 'static>(self, trainer: &mut Trainer<U>, nets: &Nets) -> Result<LogEntries> {
+    pub fn add_to<U: Updater + 'static>(
+        self,
+        trainer: &mut Trainer<U>,
+        nets: &Nets,
+    ) -> Result<LogEntries> {
         let log = LogReport::new().trigger(self.log_every);
         let entries = log.entries();
         let progress = ProgressBar::new();
         let rows = progress.line_writer();
         trainer.extend(log);
-        let mut columns = vec!["epoch".to_string(), "iteration".into(), "dis/loss".into(), "gen/loss".into()];
+        let mut columns = vec![
+            "epoch".to_string(),
+            "iteration".into(),
+            "dis/loss".into(),
+            "gen/loss".into(),
+        ];
         columns.extend(self.columns);
         columns.push("elapsed_time".into());
         trainer.extend(PrintReport::new(entries.clone(), columns).to(rows));
@@ -107,9 +116,18 @@ impl StandardExtensions {
         trainer
             .extend(Snapshot::new().keep_last(self.keep_snapshots))
             .trigger(self.snapshot_every);
-        trainer.extend(GeneratedImages::new(nets.gen.clone(), 100, self.seed, self.value_range)?);
+        trainer.extend(GeneratedImages::new(
+            nets.gen.clone(),
+            100,
+            self.seed,
+            self.value_range,
+        )?);
         if let (Some(ae), Some(images)) = (nets.dis.auto_encoder(), self.reconstruct) {
-            trainer.extend(ReconstructedImages::new(ae.clone(), images, self.value_range)?);
+            trainer.extend(ReconstructedImages::new(
+                ae.clone(),
+                images,
+                self.value_range,
+            )?);
         }
         Ok(entries)
     }

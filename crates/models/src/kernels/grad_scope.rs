@@ -63,7 +63,10 @@ mod tests {
         use WeightGradient::*;
         let w = Var::zeros(3, candle_core::DType::F32, &Device::Cpu)?;
         assert_eq!(weight_gradient(w.as_tensor()), Compute);
-        assert_eq!(input_gradients_only(|| weight_gradient(w.as_tensor())), Skip);
+        assert_eq!(
+            input_gradients_only(|| weight_gradient(w.as_tensor())),
+            Skip
+        );
         assert_eq!(weight_gradient(w.as_tensor()), Compute);
         let caught = std::panic::catch_unwind(|| input_gradients_only(|| panic!("inside")));
         assert!(caught.is_err());

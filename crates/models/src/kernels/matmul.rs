@@ -123,7 +123,8 @@ impl<'a> MatMut<'a> {
     pub fn scale(&mut self, factor: f32) {
         for r in 0..self.rows {
             // SAFETY: row r lies inside the view, which is borrowed exclusively.
-            let row = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.rs), self.cols) };
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.rs), self.cols) };
             row.iter_mut().for_each(|v| *v *= factor);
         }
     }
@@ -307,5 +308,76 @@ mod tests {
         assert_eq!(block_width(400), 64);
         assert_eq!(block_width(128), 32);
         assert_eq!(block_width(10), 10);
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 506.5 - 1.0)
+            .collect()
+    }
+
+    /// Throughput against the `gemm` crate on the small config's shapes
+    /// (best of batches, hot caches):
+    /// `cargo test --release -p kusari-models small_kernel_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn small_kernel_timing() {
+        use std::time::Instant;
+        for (name, m, k, n, a_t, b_t, reps) in [
+            ("fwd 100x400x112", 100, 400, 112, false, false, 2000),
+            ("wgrad 104x100x256", 104, 100, 256, true, false, 2000),
+            ("igrad 100x256x104", 100, 256, 104, false, true, 2000),
+            ("wgrad D 200x200x128", 200, 200, 128, true, false, 2000),
+            ("seed fwd 100x3200x256", 100, 3200, 256, false, false, 200),
+            ("seed wgrad 128x100x256", 128, 100, 256, true, false, 2000),
+            ("seed igrad 100x256x128", 100, 256, 128, false, true, 2000),
+        ] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let mut c = vec![0f32; m * n];
+            let (a_rs, a_cs) = if a_t {
+                (1, m as isize)
+            } else {
+                (k as isize, 1)
+            };
+            let (b_rs, b_cs) = if b_t {
+                (1, k as isize)
+            } else {
+                (n as isize, 1)
+            };
+            let o = small_gemm::Operands {
+                m,
+                n,
+                k,
+                a: a.as_ptr(),
+                a_rs,
+                a_cs,
+                b: b.as_ptr(),
+                b_rs,
+                b_cs,
+                c: c.as_mut_ptr(),
+                c_rs: n,
+            };
+            let mut ours = f64::MAX;
+            let mut theirs = f64::MAX;
+            for _ in 0..reps / 20 {
+                let t = Instant::now();
+                for _ in 0..20 {
+                    unsafe { small_gemm::product(o, false) };
+                }
+                ours = ours.min(t.elapsed().as_secs_f64() / 20.0);
+                let t = Instant::now();
+                for _ in 0..20 {
+                    unsafe { gemm_crate_product(o, false) };
+                }
+                theirs = theirs.min(t.elapsed().as_secs_f64() / 20.0);
+            }
+            let gf = 2.0 * (m * n * k) as f64 / 1e9;
+            eprintln!(
+                "{name}: ours {:.1} GFLOP/s, gemm {:.1} GFLOP/s",
+                gf / ours,
+                gf / theirs
+            );
+        }
     }
 }

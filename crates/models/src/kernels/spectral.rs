@@ -16,7 +16,13 @@ const ROWS: usize = 64;
 /// `v ← normalize(W u)`, `u ← normalize(Wᵀ v)`, and returns `σ = uᵀ (Wᵀ v)`
 /// (with the new `v`, before `u` is normalized): the same steps as the
 /// candle-ops layer takes.
-pub fn power_iteration(w: &[f32], inputs: usize, outputs: usize, u: &mut [f32], v: &mut [f32]) -> f32 {
+pub fn power_iteration(
+    w: &[f32],
+    inputs: usize,
+    outputs: usize,
+    u: &mut [f32],
+    v: &mut [f32],
+) -> f32 {
     assert!(w.len() == inputs * outputs && u.len() == outputs && v.len() == inputs);
     let u_now: &[f32] = u;
     v.par_chunks_mut(ROWS).enumerate().for_each(|(t, chunk)| {
@@ -49,7 +55,11 @@ pub fn power_iteration(w: &[f32], inputs: usize, outputs: usize, u: &mut [f32], 
 
 /// Divides `x` by its norm (at least [`MIN_NORM`]).
 pub fn normalize(x: &mut [f32]) {
-    let norm = x.iter().map(|&a| f64::from(a) * f64::from(a)).sum::<f64>().sqrt();
+    let norm = x
+        .iter()
+        .map(|&a| f64::from(a) * f64::from(a))
+        .sum::<f64>()
+        .sqrt();
     let inv = (1.0 / norm.max(MIN_NORM)) as f32;
     x.iter_mut().for_each(|a| *a *= inv);
 }
@@ -76,7 +86,13 @@ mod tests {
         assert!((u[3].abs() - 1.0).abs() < 1e-4 && (v[0].abs() - 1.0).abs() < 1e-4);
         // A zero weight gives σ 0 and no NaN.
         let mut u = vec![1.0f32; outputs];
-        let sigma = power_iteration(&vec![0.0; inputs * outputs], inputs, outputs, &mut u, &mut v);
+        let sigma = power_iteration(
+            &vec![0.0; inputs * outputs],
+            inputs,
+            outputs,
+            &mut u,
+            &mut v,
+        );
         assert_eq!(sigma, 0.0);
         assert!(u.iter().chain(&v).all(|x| x.is_finite()));
     }

@@ -178,9 +178,7 @@ mod tests {
     use super::*;
     use anyhow::Result;
     use candle_core::{Device, Tensor, Var};
-    use kusari_trainer::{
-        Adam, AdamConfig, Optimizer, Rng, RmsProp, RmsPropConfig,
-    };
+    use kusari_trainer::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Rng};
 
     use crate::kernels::testing::assert_close;
 
@@ -203,16 +201,29 @@ mod tests {
         Ok(w.broadcast_div(&sigma.squeeze(0)?)?)
     }
 
-    fn check(case: &Case, mut reference: Box<dyn Optimizer>, mut fast: Box<dyn Optimizer>, w_ref: &Var, w_fast: &Var) -> Result<()> {
+    fn check(
+        case: &Case,
+        mut reference: Box<dyn Optimizer>,
+        mut fast: Box<dyn Optimizer>,
+        w_ref: &Var,
+        w_fast: &Var,
+    ) -> Result<()> {
         let dev = Device::Cpu;
         let mut rng = Rng::new(4);
-        let Case { rows, inputs, outputs, spectral, clip } = *case;
+        let Case {
+            rows,
+            inputs,
+            outputs,
+            spectral,
+            clip,
+        } = *case;
         let x = rng.normal_tensor((rows, inputs), 0.0, 1.0, &dev)?;
         let x_in = Var::from_tensor(&rng.normal_tensor((rows, inputs), 0.0, 1.0, &dev)?)?;
         let bias = rng.normal_tensor(outputs, 0.0, 1.0, &dev)?;
         let upstream = rng.normal_tensor((rows, outputs), 0.0, 1.0, &dev)?;
         let upstream_in = rng.normal_tensor((rows, outputs), 0.0, 1.0, &dev)?;
-        let unit = |t: Tensor| -> Result<Tensor> { Ok(t.broadcast_div(&t.sqr()?.sum_all()?.sqrt()?)?) };
+        let unit =
+            |t: Tensor| -> Result<Tensor> { Ok(t.broadcast_div(&t.sqr()?.sum_all()?.sqrt()?)?) };
         let u = unit(rng.normal_tensor(outputs, 0.0, 1.0, &dev)?)?;
         let v = unit(rng.normal_tensor(inputs, 0.0, 1.0, &dev)?)?;
         for _ in 0..2 {
@@ -220,8 +231,14 @@ mod tests {
             let w_eff = effective(w_ref.as_tensor(), &u, &v, spectral)?;
             let out = x.matmul(&w_eff)?.broadcast_add(&bias)?;
             let grads = (&out * &upstream)?.sum_all()?.backward()?;
-            let in_loss = (x_in.as_tensor().matmul(&w_eff)?.broadcast_add(&bias)? * &upstream_in)?.sum_all()?;
-            let want_dx: Vec<f32> = in_loss.backward()?.get(&x_in).unwrap().flatten_all()?.to_vec1()?;
+            let in_loss = (x_in.as_tensor().matmul(&w_eff)?.broadcast_add(&bias)? * &upstream_in)?
+                .sum_all()?;
+            let want_dx: Vec<f32> = in_loss
+                .backward()?
+                .get(&x_in)
+                .unwrap()
+                .flatten_all()?
+                .to_vec1()?;
             reference.step(&grads)?;
             if let Some(c) = clip {
                 w_ref.set(&w_ref.as_tensor().clamp(-c, c)?)?;
@@ -231,8 +248,16 @@ mod tests {
             let us: Vec<f32> = upstream.flatten_all()?.to_vec1()?;
             let uin: Vec<f32> = upstream_in.flatten_all()?.to_vec1()?;
             let (u_host, v_host): (Vec<f32>, Vec<f32>) = (u.to_vec1()?, v.to_vec1()?);
-            let lin: Vec<f32> = x.matmul(&effective(w_fast.as_tensor(), &u, &v, spectral)?)?.flatten_all()?.to_vec1()?;
-            let sigma: f32 = v.unsqueeze(0)?.matmul(w_fast.as_tensor())?.matmul(&u.unsqueeze(1)?)?.flatten_all()?.to_vec1::<f32>()?[0];
+            let lin: Vec<f32> = x
+                .matmul(&effective(w_fast.as_tensor(), &u, &v, spectral)?)?
+                .flatten_all()?
+                .to_vec1()?;
+            let sigma: f32 = v
+                .unsqueeze(0)?
+                .matmul(w_fast.as_tensor())?
+                .matmul(&u.unsqueeze(1)?)?
+                .flatten_all()?
+                .to_vec1::<f32>()?[0];
             let c: f32 = lin.iter().zip(&us).map(|(a, b)| a * b).sum();
             let mut dx = vec![0f32; rows * inputs];
             let host = fast.as_host().expect("CPU parameters");
@@ -283,17 +308,35 @@ mod tests {
     /// rows; with Adam, with RMSProp and a clip, and through `W/σ`.
     #[test]
     fn matches_candle_gradients_and_optimizer_steps() -> Result<()> {
-        let adam = AdamConfig { lr: 1e-2, beta1: 0.5, ..AdamConfig::default() };
+        let adam = AdamConfig {
+            lr: 1e-2,
+            beta1: 0.5,
+            ..AdamConfig::default()
+        };
         // 100 inputs: several row blocks; 700 outputs: three tiles.
-        for (spectral, clip) in [(false, None), (true, None), (false, Some(0.05)), (true, Some(0.05))] {
-            let case = Case { rows: 9, inputs: 100, outputs: 700, spectral, clip };
+        for (spectral, clip) in [
+            (false, None),
+            (true, None),
+            (false, Some(0.05)),
+            (true, Some(0.05)),
+        ] {
+            let case = Case {
+                rows: 9,
+                inputs: 100,
+                outputs: 700,
+                spectral,
+                clip,
+            };
             let (a, b) = weights(&case)?;
             if clip.is_none() {
                 let reference = Adam::new(vec![("w".into(), a.clone())], adam)?;
                 let fast = Adam::new(vec![("w".into(), b.clone())], adam)?;
                 check(&case, Box::new(reference), Box::new(fast), &a, &b)?;
             } else {
-                let rms = RmsPropConfig { lr: 1e-2, ..RmsPropConfig::default() };
+                let rms = RmsPropConfig {
+                    lr: 1e-2,
+                    ..RmsPropConfig::default()
+                };
                 let reference = RmsProp::new(vec![("w".into(), a.clone())], rms)?;
                 let fast = RmsProp::new(vec![("w".into(), b.clone())], rms)?;
                 check(&case, Box::new(reference), Box::new(fast), &a, &b)?;

@@ -83,7 +83,9 @@ impl Conv2d {
     /// `[N, C_in, H, W]` → `[N, C_out, H', W']` (in evaluation mode, if
     /// spectrally normalized).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_group(std::slice::from_ref(x), false)?.remove(0))
+        Ok(self
+            .forward_group(std::slice::from_ref(x), false)?
+            .remove(0))
     }
 
     /// Every batch of `xs` through the layer, with one weight for them all
@@ -147,7 +149,9 @@ impl Deconv2d {
     /// `[N, C_in, H, W]` → `[N, C_out, H', W']` (in evaluation mode, if
     /// spectrally normalized).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_group(std::slice::from_ref(x), false)?.remove(0))
+        Ok(self
+            .forward_group(std::slice::from_ref(x), false)?
+            .remove(0))
     }
 
     /// Every batch of `xs` through the layer, with one weight for them all

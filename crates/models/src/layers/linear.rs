@@ -48,13 +48,21 @@ impl Linear {
     pub fn with_spectral_norm(mut self, params: &ParamStore, rng: &mut Rng) -> Result<Self> {
         let dims = self.weight.dims().to_vec();
         let device = self.weight.device().clone();
-        self.spectral = Some(SpectralNorm::new(params, WeightLayout::Linear, &dims, rng, &device)?);
+        self.spectral = Some(SpectralNorm::new(
+            params,
+            WeightLayout::Linear,
+            &dims,
+            rng,
+            &device,
+        )?);
         Ok(self)
     }
 
     /// `[N, in]` → `[N, out]` (in evaluation mode, if spectrally normalized).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_group(std::slice::from_ref(x), false)?.remove(0))
+        Ok(self
+            .forward_group(std::slice::from_ref(x), false)?
+            .remove(0))
     }
 
     /// Every batch of `xs` through the layer, with one weight for them all
@@ -64,7 +72,9 @@ impl Linear {
             Some(sn) => sn.normalize(self.weight.as_tensor(), train)?,
             None => self.weight.as_tensor().clone(),
         };
-        xs.iter().map(|x| linear(x, &w, self.bias.as_tensor())).collect()
+        xs.iter()
+            .map(|x| linear(x, &w, self.bias.as_tensor()))
+            .collect()
     }
 
     /// The weight `[in, out]`.

@@ -104,7 +104,11 @@ impl SpectralNorm {
         }
         let a = self.layout.matrix(w)?;
         let (u, v) = (self.u.as_tensor().detach(), self.v.as_tensor().detach());
-        let sigma = v.unsqueeze(0)?.matmul(&a)?.matmul(&u.unsqueeze(1)?)?.reshape(())?;
+        let sigma = v
+            .unsqueeze(0)?
+            .matmul(&a)?
+            .matmul(&u.unsqueeze(1)?)?
+            .reshape(())?;
         Ok(w.broadcast_div(&sigma)?)
     }
 }
@@ -145,11 +149,21 @@ mod tests {
                 let y = ata.matmul(&x)?;
                 x = y.broadcast_div(&y.sqr()?.sum_all()?.sqrt()?)?;
             }
-            let top = x.t()?.matmul(&ata)?.matmul(&x)?.flatten_all()?.to_vec1::<f64>()?[0].sqrt();
+            let top = x
+                .t()?
+                .matmul(&ata)?
+                .matmul(&x)?
+                .flatten_all()?
+                .to_vec1::<f64>()?[0]
+                .sqrt();
             let normalized = sn.normalize(w.as_tensor(), false)?;
-            let ratio = (w.as_tensor() / &normalized)?.flatten_all()?.to_vec1::<f32>()?;
+            let ratio = (w.as_tensor() / &normalized)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             assert!(
-                ratio.iter().all(|r| (f64::from(*r) - top).abs() < 1e-3 * top),
+                ratio
+                    .iter()
+                    .all(|r| (f64::from(*r) - top).abs() < 1e-3 * top),
                 "{layout:?}: σ {ratio:?} vs {top}"
             );
 

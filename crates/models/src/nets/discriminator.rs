@@ -231,7 +231,12 @@ pub enum Discriminator {
 
 impl Discriminator {
     /// A freshly initialized D with the given head, weights drawn from `rng`.
-    pub fn new(config: &ModelConfig, head: DisHead, device: &Device, rng: &mut Rng) -> Result<Self> {
+    pub fn new(
+        config: &ModelConfig,
+        head: DisHead,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         Ok(match head {
             DisHead::Logit => Discriminator::Logit(LogitDiscriminator::new(config, device, rng)?),
             DisHead::AutoEncoder => {

@@ -138,14 +138,23 @@ mod tests {
         // ∂E(G(z))/∂recon = 2(recon − x)/2 = (2, 0), and the opposite for the
         // images themselves; through L_D's hinge, −1 times that.
         let g = l.gen.backward()?;
-        let grad = |v: &Var| g.get(v).expect("a gradient").flatten_all()?.to_vec1::<f32>();
+        let grad = |v: &Var| {
+            g.get(v)
+                .expect("a gradient")
+                .flatten_all()?
+                .to_vec1::<f32>()
+        };
         assert_eq!(grad(&fake_recon)?, vec![2.0, 0.0]);
         assert_eq!(grad(&fake_images)?, vec![-2.0, 0.0]);
         let gd = l.dis.backward()?;
         let recon = gd.get(&fake_recon).expect("a gradient").to_vec1::<f32>()?;
         assert_eq!(recon, vec![-2.0, 0.0]);
         // Past the margin, L_D no longer sees the fakes.
-        let far = Ebgan::new(EbganConfig { margin: 1.0, ..config }).losses(&d)?;
+        let far = Ebgan::new(EbganConfig {
+            margin: 1.0,
+            ..config
+        })
+        .losses(&d)?;
         assert!((far.dis.to_scalar::<f32>()? - 0.5).abs() < 1e-6);
         Ok(())
     }

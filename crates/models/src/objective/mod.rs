@@ -199,7 +199,10 @@ pub(crate) mod testing {
     pub fn assert_near(got: &[f32], want: &[f64], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}");
         for (g, w) in got.iter().zip(want) {
-            assert!((f64::from(*g) - w).abs() < 1e-5, "{what}: {got:?} vs {want:?}");
+            assert!(
+                (f64::from(*g) - w).abs() < 1e-5,
+                "{what}: {got:?} vs {want:?}"
+            );
         }
     }
 }

@@ -169,7 +169,14 @@ impl AdversarialStep {
     ) -> Result<Losses> {
         let clip = self.options.dis_weight_clip;
         if let Some(fused) = self.fused.as_mut().filter(|f| f.can_step(optimizers)) {
-            return fused.step(real, &mut self.rng, optimizers, &*self.objective, train_gen, clip);
+            return fused.step(
+                real,
+                &mut self.rng,
+                optimizers,
+                &*self.objective,
+                train_gen,
+                clip,
+            );
         }
         let nets = autograd::Nets {
             gen: &self.gen,
@@ -203,6 +210,10 @@ impl UpdateCore<Batch> for AdversarialStep {
             }
         }
         Ok(())
+    }
+
+    fn batches_per_update(&self) -> usize {
+        self.options.dis_steps
     }
 
     fn state(&self) -> Result<State> {

@@ -95,6 +95,10 @@ impl TopGradients {
 
 /// Whether every value of `t` is zero (a NaN is not).
 fn is_zero(t: &Tensor) -> Result<bool> {
-    let sum = t.abs()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let sum = t
+        .abs()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
     Ok(sum == 0.0)
 }

@@ -145,7 +145,10 @@ mod tests {
     fn chunks_follow_the_parameter_with_or_without_a_first_moment() {
         let (mut m, mut v) = (vec![0f32; 10], vec![0f32; 10]);
         let lens = |chunks: Vec<ElementState<'_>>| -> Vec<(usize, usize)> {
-            chunks.iter().map(|c| (c.first.len(), c.second.len())).collect()
+            chunks
+                .iter()
+                .map(|c| (c.first.len(), c.second.len()))
+                .collect()
         };
         let both = ElementState {
             first: &mut m,
@@ -156,7 +159,10 @@ mod tests {
             first: &mut [],
             second: &mut v,
         };
-        assert_eq!(lens(second.into_chunks(4, 10)), vec![(0, 4), (0, 4), (0, 2)]);
+        assert_eq!(
+            lens(second.into_chunks(4, 10)),
+            vec![(0, 4), (0, 4), (0, 2)]
+        );
         let none = ElementState {
             first: &mut [],
             second: &mut [],

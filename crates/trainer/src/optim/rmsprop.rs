@@ -225,7 +225,9 @@ impl Optimizer for RmsProp {
                 );
             }
             match &mut slot.ms {
-                MeanSquare::Host(host) => *host = ms.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                MeanSquare::Host(host) => {
+                    *host = ms.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?
+                }
                 MeanSquare::Device(dev) => {
                     *dev = ms.to_device(slot.var.device())?.to_dtype(DType::F32)?
                 }
@@ -331,7 +333,10 @@ mod tests {
         let want = reference(&p0, &grads, config);
         let got: Vec<f32> = resumed.to_vec1()?;
         for (g, w) in got.iter().zip(&want) {
-            assert!((*g as f64 - w).abs() <= 1e-5 * w.abs().max(1e-2), "{g} vs {w}");
+            assert!(
+                (*g as f64 - w).abs() <= 1e-5 * w.abs().max(1e-2),
+                "{g} vs {w}"
+            );
         }
         Ok(())
     }

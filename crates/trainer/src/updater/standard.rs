@@ -87,6 +87,12 @@ pub trait UpdateCore<B>: Send {
     fn load_state(&mut self, _state: &State) -> Result<()> {
         Ok(())
     }
+
+    /// Batches one update draws (with [`UpdateContext::next_batch`]), for
+    /// the updater's estimate of iterations per epoch.
+    fn batches_per_update(&self) -> usize {
+        1
+    }
 }
 
 impl<B, F> UpdateCore<B> for F
@@ -263,7 +269,8 @@ where
     }
 
     fn iterations_per_epoch(&self) -> Option<f64> {
-        Some(self.iterator.batches_per_epoch())
+        let batches = self.core.batches_per_update().max(1) as f64;
+        Some(self.iterator.batches_per_epoch() / batches)
     }
 
     fn optimizers_mut(&mut self) -> Option<&mut Optimizers> {

@@ -68,7 +68,6 @@ pub fn blocks_of(stack: &Stack) -> Option<Vec<DenseBlock>> {
     (chained && !blocks.is_empty()).then_some(blocks)
 }
 
-
 /// The groups for D's `[real; fake]` stack of two batches of `n` rows, in
 /// the order their running statistics are updated.
 pub fn pair_groups(strategy: BnStrategy, n: usize) -> Vec<BnGroup> {
@@ -93,4 +92,3 @@ pub fn pair_groups(strategy: BnStrategy, n: usize) -> Vec<BnGroup> {
         }],
     }
 }
-

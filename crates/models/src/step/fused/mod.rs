@@ -140,9 +140,8 @@ impl FusedMlp {
             DisHead::Logit => 1,
             DisHead::AutoEncoder => image.len(),
         };
-        let on_cpu = |v: &candle_core::Var| {
-            v.dtype() == candle_core::DType::F32 && v.device().is_cpu()
-        };
+        let on_cpu =
+            |v: &candle_core::Var| v.dtype() == candle_core::DType::F32 && v.device().is_cpu();
         let fits = g[0].inputs == gen.z_dim()
             && g.last()?.outputs == image.len()
             && gen.image_shape() == image
@@ -314,7 +313,10 @@ impl FusedMlp {
         let gen_real_code = |t: &TopGradients| if joint { t.real_code.clone() } else { None };
         b.d.resize(total_rows * out_width, 0.0);
         let mut top_rows = vec![(0, dis_top.real.clone()), (n, dis_top.fake.clone())];
-        let mut code_rows = vec![(0, dis_top.real_code.clone()), (n, dis_top.fake_code.clone())];
+        let mut code_rows = vec![
+            (0, dis_top.real_code.clone()),
+            (n, dis_top.fake_code.clone()),
+        ];
         if let Some(t) = &gen_top {
             top_rows.push((2 * n, gen_real(t)));
             top_rows.push((gen_fake, t.fake.clone()));
@@ -381,7 +383,8 @@ impl FusedMlp {
                     if let Some(code) = code {
                         for r in 0..total_rows {
                             let row = dx.segment(r, &c);
-                            for (v, g) in row.iter_mut().zip(&code[r * k + c.start..r * k + c.end]) {
+                            for (v, g) in row.iter_mut().zip(&code[r * k + c.start..r * k + c.end])
+                            {
                                 *v += *g;
                             }
                         }
@@ -523,10 +526,9 @@ fn host_optimizer<'a>(
     optimizers: &'a mut Optimizers,
     name: &str,
 ) -> Result<&'a mut dyn HostOptimizer> {
-    optimizers
-        .get_mut(name)?
-        .as_host()
-        .with_context(|| format!("the optimizer `{name}` cannot update parameters on the fused CPU step"))
+    optimizers.get_mut(name)?.as_host().with_context(|| {
+        format!("the optimizer `{name}` cannot update parameters on the fused CPU step")
+    })
 }
 
 /// What a spectrally normalized weight's backward needs, with `c` summed

@@ -7,7 +7,9 @@ use kusari_trainer::{ParamStore, Rng};
 
 use super::blocks::pair_groups;
 use crate::config::BnStrategy;
-use crate::kernels::batch_norm::{backward_columns, forward_columns, update_running, BnStats, RowBlock};
+use crate::kernels::batch_norm::{
+    backward_columns, forward_columns, update_running, BnStats, RowBlock,
+};
 use crate::kernels::columns::{par_columns, SharedMut};
 use crate::kernels::testing::assert_close;
 use crate::layers::batch_norm::{BatchNorm, DECAY, EPS};
@@ -113,10 +115,9 @@ fn check(strategy: BnStrategy) -> Result<()> {
             )
         });
     }
-    let want_d: Vec<f32> =
-        Tensor::cat(&[g_all.get(&real).unwrap(), g_all.get(&fake).unwrap()], 0)?
-            .flatten_all()?
-            .to_vec1()?;
+    let want_d: Vec<f32> = Tensor::cat(&[g_all.get(&real).unwrap(), g_all.get(&fake).unwrap()], 0)?
+        .flatten_all()?
+        .to_vec1()?;
     assert_close(&d, &want_d, 1e-5, &format!("{strategy} input gradients"));
     assert_close(
         &dgamma,
