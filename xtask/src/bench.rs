@@ -1,7 +1,8 @@
-//! `cargo xtask bench`: times the full EBGAN-PT training step (seed and
-//! small configs) in child processes, optionally alternating with the
-//! PyTorch reference in the same run, and prints s/iter, images/s, GFLOP/s,
-//! peak RSS, the ratio to PyTorch and where kusari's step spends its time.
+//! `cargo xtask bench`: times the full training step of one or more
+//! objectives (seed and small MLP configs) in child processes, optionally
+//! alternating with the PyTorch reference in the same run, and prints
+//! s/iter, images/s, GFLOP/s, peak RSS, each objective's time against
+//! EBGAN-PT's and against PyTorch's, and where kusari's step spends its time.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -11,20 +12,32 @@ use serde_json::Value;
 
 use crate::{cargo, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask bench [--config seed|small|all] [--iters N] [--rounds R]
-                         [--compare-torch [PATH]] [--reference] [--mnist DIR] [--device D]
+const USAGE: &str = "usage: cargo xtask bench [--config seed|small|all] [--objective NAME|all]
+                         [--iters N] [--rounds R] [--compare-torch [PATH]] [--reference]
+                         [--mnist DIR] [--device D]
 
   --config        which nets: seed (G 3200, D 1024), small (G 400, D 128) or all (default)
+  --objective     ebgan (default), gan, lsgan, hinge, wgan, ragan (the guide's example
+                  objective, crates/models/examples/ragan.rs) or all; every objective runs
+                  with the seed's Adam and one D step per G step, so steps compare like for like
   --iters N       timed iterations per run (default: 10 seed, 100 small), after warm-up
   --rounds R      runs of each implementation, alternating (default 3); medians are reported
-  --compare-torch run ../shared/bench/torch_ebgan.py (or PATH) too, alternating with kusari
-  --reference     also time kusari's candle-ops reference path (KUSARI_STEP=reference)
+  --compare-torch run ../shared/bench/torch_gan.py (or PATH) with the same objective too,
+                  alternating with kusari (it has ebgan, gan, lsgan and hinge)
+  --reference     also time kusari's autograd engine (KUSARI_STEP=reference)
   --mnist DIR     MNIST folder (default: $MNIST_DIR, ../shared/data/mnist or data/mnist)
   --device D      the device of both kusari and PyTorch (default cpu; cuda builds kusari
                   with `cargo xtask build-cuda`, see docs/cuda.md)";
 
+/// Every objective `bench_step` knows, in the order the table lists them.
+const OBJECTIVES: [&str; 6] = ["ebgan", "gan", "lsgan", "hinge", "wgan", "ragan"];
+
+/// The objectives `torch_gan.py` implements.
+const TORCH_OBJECTIVES: [&str; 4] = ["ebgan", "gan", "lsgan", "hinge"];
+
 struct Args {
     configs: Vec<&'static str>,
+    objectives: Vec<&'static str>,
     iters: Option<usize>,
     rounds: usize,
     torch: Option<PathBuf>,
@@ -37,6 +50,7 @@ fn parse(args: &[String]) -> Result<Args> {
     let root = workspace_root();
     let mut a = Args {
         configs: vec!["seed", "small"],
+        objectives: vec!["ebgan"],
         iters: None,
         rounds: 3,
         torch: None,
@@ -61,6 +75,21 @@ fn parse(args: &[String]) -> Result<Args> {
                 };
                 i += 1;
             }
+            "--objective" => {
+                let v = value(i)?.as_str();
+                a.objectives = if v == "all" {
+                    OBJECTIVES.to_vec()
+                } else {
+                    let known = OBJECTIVES.iter().find(|o| **o == v).with_context(|| {
+                        format!(
+                            "--objective takes {} or all, not `{v}`",
+                            OBJECTIVES.join(", ")
+                        )
+                    })?;
+                    vec![*known]
+                };
+                i += 1;
+            }
             "--iters" => {
                 let n: usize = value(i)?.parse().context("--iters takes a whole number")?;
                 if n == 0 {
@@ -81,7 +110,7 @@ fn parse(args: &[String]) -> Result<Args> {
                     a.torch = Some(PathBuf::from(path));
                     i += 1;
                 }
-                None => a.torch = Some(root.join("../shared/bench/torch_ebgan.py")),
+                None => a.torch = Some(root.join("../shared/bench/torch_gan.py")),
             },
             "--reference" => a.reference = true,
             "--mnist" => {
@@ -129,6 +158,7 @@ struct Run {
     sec_per_iter: f64,
     peak_rss: Option<f64>,
     phases: Vec<(String, f64)>,
+    gflop: Option<f64>,
     label: String,
 }
 
@@ -162,24 +192,28 @@ fn build_child(device: &str) -> Result<PathBuf> {
     Ok(target.join("release/examples/bench_step"))
 }
 
-fn run_kusari(
-    bin: &Path,
-    config: &str,
+/// What one kusari run is asked to time.
+struct Job<'a> {
+    config: &'a str,
+    objective: &'a str,
     iters: usize,
-    mnist: Option<&Path>,
-    device: &str,
-    reference: bool,
-) -> Result<Run> {
+    mnist: Option<&'a Path>,
+    device: &'a str,
+}
+
+fn run_kusari(bin: &Path, job: &Job<'_>, reference: bool) -> Result<Run> {
     let mut cmd = Command::new(bin);
     cmd.args([
         "--config",
-        config,
+        job.config,
+        "--objective",
+        job.objective,
         "--iters",
-        &iters.to_string(),
+        &job.iters.to_string(),
         "--device",
-        device,
+        job.device,
     ]);
-    if let Some(m) = mnist {
+    if let Some(m) = job.mnist {
         cmd.arg("--mnist").arg(m);
     }
     if reference {
@@ -212,7 +246,8 @@ fn run_kusari(
         sec_per_iter: v["sec_per_iter"].as_f64().context("no sec_per_iter")?,
         peak_rss: v["peak_rss_bytes"].as_f64(),
         phases,
-        label: format!("kusari ({} path)", v["path"].as_str().unwrap_or("?")),
+        gflop: v["gflop_per_iter"].as_f64(),
+        label: format!("kusari ({} step)", v["path"].as_str().unwrap_or("?")),
     })
 }
 
@@ -221,11 +256,10 @@ fn python() -> String {
 }
 
 /// Runs the PyTorch script on `device` (`cpu`, `cuda` or `cuda:N`, the same
-/// spellings as kusari's; the script's third argument) and its peak RSS (the
-/// script cannot report it itself, so a wrapper reads `getrusage` after it
-/// finishes).
-fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path, device: &str) -> Result<Run> {
-    let (ug, ud) = units(config);
+/// spellings as kusari's) and its peak RSS (the script cannot report it
+/// itself, so a wrapper reads `getrusage` after it finishes).
+fn run_torch(script: &Path, job: &Job<'_>, mnist: &Path) -> Result<Run> {
+    let (ug, ud) = units(job.config);
     let wrapper = "import resource, runpy, sys\n\
                    sys.argv = sys.argv[1:]\n\
                    runpy.run_path(sys.argv[0], run_name='__main__')\n\
@@ -236,10 +270,18 @@ fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path, device: &s
         .arg(script)
         .arg(mnist)
         .args([
-            iters.to_string(),
-            device.into(),
-            ug.to_string(),
-            ud.to_string(),
+            "--objective",
+            job.objective,
+            "--iters",
+            &job.iters.to_string(),
+        ])
+        .args([
+            "--device",
+            job.device,
+            "--units-g",
+            &ug.to_string(),
+            "--units-d",
+            &ud.to_string(),
         ])
         .output()
         .with_context(|| {
@@ -262,9 +304,10 @@ fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path, device: &s
             .position(|w| *w == key)
             .and_then(|i| words.get(i + 1).copied())
     };
-    let sec: f64 = after("sec/iter")
+    let sec: f64 = after("s/iter")
+        .or_else(|| after("sec/iter"))
         .and_then(|s| s.parse().ok())
-        .context("the PyTorch benchmark printed no `sec/iter`")?;
+        .context("the PyTorch benchmark printed no `s/iter`")?;
     let rss = after("peak_rss_kb")
         .and_then(|s| s.parse::<f64>().ok())
         .map(|kb| kb * 1024.0);
@@ -274,7 +317,8 @@ fn run_torch(script: &Path, config: &str, iters: usize, mnist: &Path, device: &s
         sec_per_iter: sec,
         peak_rss: rss,
         phases: Vec::new(),
-        label: format!("PyTorch {version} on {device} ({threads} threads)"),
+        gflop: None,
+        label: format!("PyTorch {version} on {} ({threads} threads)", job.device),
     })
 }
 
@@ -284,20 +328,6 @@ fn units(config: &str) -> (usize, usize) {
     } else {
         (400, 128)
     }
-}
-
-/// Arithmetic of one step in GFLOP (as `bench_step` counts it).
-fn gflop(config: &str) -> f64 {
-    let (g, d) = units(config);
-    let (n, z, img, layers) = (100.0, 3.0, 784.0, 3.0);
-    let (g, d) = (g as f64, d as f64);
-    let g_first = z * g;
-    let g_fwd = g_first + layers * g * g + g * img;
-    let d_first = img * d;
-    let d_fwd = d_first + layers * d * d + d * img;
-    let macs =
-        n * (3.0 * g_fwd - g_first) + 4.0 * n * d_fwd + 2.0 * n * (d_fwd - d_first) + n * d_fwd;
-    2.0 * macs / 1e9
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -314,6 +344,18 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
+}
+
+/// The medians of one objective's runs.
+struct Row {
+    objective: &'static str,
+    kusari: f64,
+    gflop: Option<f64>,
+    rss: Option<f64>,
+    torch: Option<f64>,
+    reference: Option<f64>,
+    label: String,
+    phases: Vec<(String, f64)>,
 }
 
 /// Runs the benchmark as `args` say.
@@ -347,78 +389,85 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let mut summary = Vec::new();
     for config in &a.configs {
         let iters = a.iters.unwrap_or(if *config == "seed" { 10 } else { 100 });
-        let mut runs: Vec<Vec<Run>> = Vec::new();
+        // kusari, PyTorch and the reference per objective, alternating every round.
+        let mut runs: Vec<Vec<[Option<Run>; 3]>> = Vec::new();
         for round in 0..a.rounds {
-            let mut this = vec![run_kusari(
-                &bin,
-                config,
-                iters,
-                mnist.as_deref(),
-                &a.device,
-                false,
-            )?];
-            if let (Some(script), Some(m)) = (&a.torch, &mnist) {
-                this.push(run_torch(script, config, iters, m, &a.device)?);
-            }
-            if a.reference {
-                this.push(run_kusari(
-                    &bin,
+            let mut this = Vec::new();
+            let mut line = Vec::new();
+            for objective in &a.objectives {
+                let job = Job {
                     config,
+                    objective,
                     iters,
-                    mnist.as_deref(),
-                    &a.device,
-                    true,
-                )?);
+                    mnist: mnist.as_deref(),
+                    device: &a.device,
+                };
+                let kusari = run_kusari(&bin, &job, false)?;
+                line.push(format!("{objective} kusari {:.4}", kusari.sec_per_iter));
+                let torch = match (&a.torch, &mnist) {
+                    (Some(script), Some(m)) if TORCH_OBJECTIVES.contains(objective) => {
+                        let t = run_torch(script, &job, m)?;
+                        line.push(format!("torch {:.4}", t.sec_per_iter));
+                        Some(t)
+                    }
+                    _ => None,
+                };
+                let reference = if a.reference {
+                    Some(run_kusari(&bin, &job, true)?)
+                } else {
+                    None
+                };
+                this.push([Some(kusari), torch, reference]);
             }
-            let line: Vec<String> = this
-                .iter()
-                .map(|r| format!("{} {:.4} s/iter", r.label, r.sec_per_iter))
-                .collect();
-            println!("{config} round {}: {}", round + 1, line.join(", "));
+            println!("{config} round {} (s/iter): {}", round + 1, line.join(", "));
             runs.push(this);
         }
-        let flop = gflop(config);
-        println!(
-            "\n{config} config ({iters} timed iterations × {} rounds, medians):",
-            a.rounds
-        );
-        println!(
-            "  {:34} {:>9} {:>9} {:>8} {:>10}",
-            "implementation", "s/iter", "images/s", "GFLOP/s", "peak RSS"
-        );
-        let mut medians = Vec::new();
-        for k in 0..runs[0].len() {
-            let s = median(runs.iter().map(|r| r[k].sec_per_iter).collect());
-            let rss = runs
-                .iter()
-                .filter_map(|r| r[k].peak_rss)
-                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
-            println!(
-                "  {:34} {:>9.4} {:>9.1} {:>8.1} {:>10}",
-                runs[0][k].label,
-                s,
-                100.0 / s,
-                flop / s,
-                rss.map_or("?".into(), |b| format!("{:.0} MB", b / 1e6))
-            );
-            medians.push((runs[0][k].label.clone(), s));
-        }
-        if a.torch.is_some() {
-            let ratio = medians[0].1 / medians[1].1;
-            println!("  ratio kusari / PyTorch: {ratio:.3}");
-            summary.push(format!("{config}: kusari/PyTorch = {ratio:.3}"));
-        }
-        let phases = &runs.last().map(|r| r[0].phases.clone()).unwrap_or_default();
-        if !phases.is_empty() {
-            println!("  where kusari's step goes (last run):");
-            let total: f64 = phases.iter().map(|p| p.1).sum();
-            for (name, s) in phases {
-                println!(
-                    "    {name:24} {:8.2} ms  {:5.1} %",
-                    s * 1e3,
-                    100.0 * s / total
-                );
+        let rows: Vec<Row> = a
+            .objectives
+            .iter()
+            .enumerate()
+            .map(|(k, objective)| {
+                let med = |which: usize| -> Option<f64> {
+                    let v: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| r[k][which].as_ref().map(|x| x.sec_per_iter))
+                        .collect();
+                    (!v.is_empty()).then(|| median(v))
+                };
+                let first = runs[0][k][0].as_ref().expect("kusari ran");
+                Row {
+                    objective,
+                    kusari: med(0).expect("kusari ran"),
+                    gflop: first.gflop,
+                    rss: runs
+                        .iter()
+                        .filter_map(|r| r[k][0].as_ref().and_then(|x| x.peak_rss))
+                        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))),
+                    torch: med(1),
+                    reference: med(2),
+                    label: first.label.clone(),
+                    phases: runs
+                        .last()
+                        .and_then(|r| r[k][0].as_ref())
+                        .map(|x| x.phases.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        print_table(config, iters, a.rounds, &rows, &runs);
+        let ebgan = rows
+            .iter()
+            .find(|r| r.objective == "ebgan")
+            .map(|r| r.kusari);
+        for r in &rows {
+            let mut parts = vec![format!("{config} {}: {:.4} s/iter", r.objective, r.kusari)];
+            if let Some(e) = ebgan {
+                parts.push(format!("{:.2}× EBGAN-PT's step", r.kusari / e));
             }
+            if let Some(t) = r.torch {
+                parts.push(format!("kusari/PyTorch = {:.3}", r.kusari / t));
+            }
+            summary.push(parts.join(", "));
         }
         println!();
     }
@@ -427,4 +476,65 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         println!("{s}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(
+    config: &str,
+    iters: usize,
+    rounds: usize,
+    rows: &[Row],
+    runs: &[Vec<[Option<Run>; 3]>],
+) {
+    println!("\n{config} config ({iters} timed iterations × {rounds} rounds, medians):");
+    println!(
+        "  {:9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "objective", "s/iter", "images/s", "GFLOP/s", "peak RSS", "×EBGAN-PT", "PyTorch", "ratio"
+    );
+    let ebgan = rows
+        .iter()
+        .find(|r| r.objective == "ebgan")
+        .map(|r| r.kusari);
+    for r in rows {
+        println!(
+            "  {:9} {:>9.4} {:>9.1} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            r.objective,
+            r.kusari,
+            100.0 / r.kusari,
+            r.gflop
+                .map_or("?".into(), |g| format!("{:.1}", g / r.kusari)),
+            r.rss.map_or("?".into(), |b| format!("{:.0} MB", b / 1e6)),
+            ebgan.map_or("—".into(), |e| format!("{:.2}", r.kusari / e)),
+            r.torch.map_or("—".into(), |t| format!("{t:.4}")),
+            r.torch
+                .map_or("—".into(), |t| format!("{:.3}", r.kusari / t)),
+        );
+    }
+    if let Some(r) = rows.first() {
+        println!("  kusari ran as: {}", r.label);
+    }
+    if let Some(label) = runs
+        .first()
+        .and_then(|r| r.iter().find_map(|x| x[1].as_ref()))
+        .map(|t| t.label.clone())
+    {
+        println!("  PyTorch ran as: {label}");
+    }
+    for r in rows.iter().filter(|r| r.reference.is_some()) {
+        println!(
+            "  {} on the autograd engine: {:.4} s/iter",
+            r.objective,
+            r.reference.unwrap_or(f64::NAN)
+        );
+    }
+    for r in rows.iter().filter(|r| !r.phases.is_empty()) {
+        println!("  where kusari's {} step goes (last run):", r.objective);
+        let total: f64 = r.phases.iter().map(|p| p.1).sum();
+        for (name, s) in &r.phases {
+            println!(
+                "    {name:36} {:8.2} ms  {:5.1} %",
+                s * 1e3,
+                100.0 * s / total
+            );
+        }
+    }
 }

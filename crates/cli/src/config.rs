@@ -420,3 +420,98 @@ pub fn default_out_dir() -> PathBuf {
     let now = chrono::Local::now();
     Path::new("result").join(now.format("%Y-%m-%d_%H-%M-%S").to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    /// The configuration `kusari ARGS` (a `train` command line) resolves to.
+    fn resolved(args: &[&str]) -> Result<RunConfig> {
+        let cli = Cli::try_parse_from(["kusari"].iter().chain(args))?;
+        let Command::Train(train) = cli.command else {
+            bail!("a train command expected")
+        };
+        let arch = crate::presets::default_arch(train.preset);
+        let data = DataConfig {
+            dataset: DatasetKind::Mnist,
+            data_dir: None,
+            image_size: 64,
+            pixel_range: PixelRange::MinusOneOne,
+        };
+        let mut config = RunConfig::preset(train.model, train.preset, arch, &data);
+        apply_flags(&mut config, &train, false)?;
+        Ok(config)
+    }
+
+    #[test]
+    fn every_objective_is_a_subcommand_and_wgan_takes_its_papers_training() -> Result<()> {
+        for name in ObjectiveConfig::NAMES {
+            let c = resolved(&["train", name])?;
+            assert_eq!(c.model.objective.name(), name);
+            assert_eq!(
+                c.model.objective.head(),
+                ObjectiveConfig::from_name(name)?.head()
+            );
+        }
+        let wgan = resolved(&["train", "wgan"])?.model;
+        assert_eq!((wgan.dis_steps, wgan.dis_weight_clip), (5, Some(0.01)));
+        assert!(matches!(wgan.dis_optimizer, OptimizerConfig::RmsProp(r) if r.lr == 5e-5));
+        let lsgan = resolved(&["train", "lsgan"])?.model;
+        assert_eq!((lsgan.dis_steps, lsgan.dis_weight_clip), (1, None));
+        assert_eq!(lsgan.gen_optimizer, OptimizerConfig::seed_adam());
+        Ok(())
+    }
+
+    #[test]
+    fn step_and_optimizer_flags_apply() -> Result<()> {
+        let c = resolved(&[
+            "train",
+            "hinge",
+            "--spectral-norm",
+            "--dis-steps",
+            "2",
+            "--clip-dis",
+            "0.5",
+            "--optimizer",
+            "rmsprop",
+            "--lr-d",
+            "1e-4",
+        ])?
+        .model;
+        assert!(c.model.dis.spectral_norm);
+        assert_eq!((c.dis_steps, c.dis_weight_clip), (2, Some(0.5)));
+        assert!(matches!(c.gen_optimizer, OptimizerConfig::RmsProp(r) if r.lr == 5e-5));
+        assert!(matches!(c.dis_optimizer, OptimizerConfig::RmsProp(r) if r.lr == 1e-4));
+        // WGAN without its clip, with Adam.
+        let c = resolved(&["train", "wgan", "--clip-dis", "0", "--optimizer", "adam"])?.model;
+        assert_eq!(c.dis_weight_clip, None);
+        assert_eq!(c.dis_optimizer, OptimizerConfig::seed_adam());
+        Ok(())
+    }
+
+    #[test]
+    fn flags_that_do_not_apply_are_refused_with_the_reason() {
+        let err = resolved(&["train", "wgan", "--beta1", "0.9"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--beta1") && err.contains("--optimizer adam"),
+            "{err}"
+        );
+        let err = resolved(&["train", "lsgan", "--margin", "3"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`kusari train lsgan`"), "{err}");
+        let err = resolved(&["train", "gan", "--dis-steps", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--dis-steps"), "{err}");
+        let err = resolved(&["train", "gan", "--clip-dis=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--clip-dis"), "{err}");
+    }
+}

@@ -26,9 +26,10 @@ impl Objective for RaGan {
         DisHead::Logit
     }
     fn losses(&self, d: &DisOutputs) -> Result<Losses> {
-        let real = d.real.broadcast_sub(&d.fake.mean_all()?)?; // C(x) − E C(G(z))
-        let fake = d.fake.broadcast_sub(&d.real.mean_all()?)?; // C(G(z)) − E C(x)
-                                                               // −log σ(t) = softplus(−t), −log(1 − σ(t)) = softplus(t).
+        // C(x) − E C(G(z)) and C(G(z)) − E C(x), as logits of "more real than".
+        let real = d.real.broadcast_sub(&d.fake.mean_all()?)?;
+        let fake = d.fake.broadcast_sub(&d.real.mean_all()?)?;
+        // −log σ(t) = softplus(−t), −log(1 − σ(t)) = softplus(t).
         let dis = (softplus(&real.neg()?)?.mean_all()? + softplus(&fake)?.mean_all()?)?;
         let gen = (softplus(&fake.neg()?)?.mean_all()? + softplus(&real)?.mean_all()?)?;
         Ok(Losses::new(dis, gen))

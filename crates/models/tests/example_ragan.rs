@@ -85,3 +85,25 @@ fn the_guides_example_trains_snapshots_and_resumes() -> Result<()> {
     }
     Ok(())
 }
+
+/// docs/writing-an-updater.md opens with the example, as it is compiled,
+/// in at most 60 lines.
+#[test]
+fn the_guide_lists_the_example_as_it_is() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("../../docs/writing-an-updater.md"))?;
+    let example = std::fs::read_to_string(root.join("examples/ragan.rs"))?;
+    let start = guide
+        .find("```rust\n")
+        .context("the guide has no Rust listing")?
+        + "```rust\n".len();
+    let listing =
+        &guide[start..start + guide[start..].find("```").context("an unclosed listing")?];
+    assert_eq!(
+        listing, example,
+        "the guide's first listing differs from examples/ragan.rs"
+    );
+    let lines = listing.lines().count();
+    assert!(lines <= 60, "the listing has {lines} lines");
+    Ok(())
+}
