@@ -143,29 +143,7 @@ fn two_epochs_write_log_images_snapshot_and_samples() {
 }
 
 fn model_tensors(snapshot: &Path) -> Vec<(String, Vec<f32>)> {
-    let state = kusari_trainer::State::load(snapshot, &candle_core::Device::Cpu).unwrap();
-    let mut out = vec![];
-    for (name, tensor) in state.tensors() {
-        if name.starts_with("updater/models/") || name.starts_with("updater/optimizers/") {
-            out.push((
-                name.clone(),
-                tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            ));
-        }
-    }
-    assert!(!out.is_empty());
-    out
-}
-
-fn without_time(
-    log: Vec<serde_json::Map<String, serde_json::Value>>,
-) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    log.into_iter()
-        .map(|mut e| {
-            e.remove("elapsed_time");
-            e
-        })
-        .collect()
+    snapshot_tensors(snapshot, &["updater/models/", "updater/optimizers/"])
 }
 
 #[test]

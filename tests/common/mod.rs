@@ -129,3 +129,37 @@ pub fn read_log(out: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
     let text = std::fs::read_to_string(out.join("log")).expect("read log");
     serde_json::from_str(&text).expect("log is a JSON array of objects")
 }
+
+/// The log without `elapsed_time`, which differs between any two runs.
+pub fn without_time(
+    log: Vec<serde_json::Map<String, serde_json::Value>>,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    log.into_iter()
+        .map(|mut e| {
+            e.remove("elapsed_time");
+            e
+        })
+        .collect()
+}
+
+/// Every tensor of a snapshot whose name starts with one of `prefixes`, in order.
+pub fn snapshot_tensors(snapshot: &Path, prefixes: &[&str]) -> Vec<(String, Vec<f32>)> {
+    let state = kusari_trainer::State::load(snapshot, &candle_core::Device::Cpu).unwrap();
+    let out: Vec<_> = state
+        .tensors()
+        .iter()
+        .filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p)))
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        !out.is_empty(),
+        "{} holds no {prefixes:?} tensors",
+        snapshot.display()
+    );
+    out
+}

@@ -3,13 +3,14 @@
 //!
 //! ```sh
 //! cargo run --release -p kusari-models --example bench_step -- \
-//!     --config seed|small [--objective ebgan|gan|lsgan|hinge|wgan|ragan] [--iters N]
-//!     [--warmup N] [--window N] [--mnist DIR] [--device cpu|cuda]
+//!     --config seed|small [--objective ebgan|gan|lsgan|hinge|wgan|ragan] [--dis-steps K]
+//!     [--iters N] [--warmup N] [--window N] [--mnist DIR] [--device cpu|cuda]
 //! ```
 //!
 //! `ragan` is the guide's example objective (`examples/ragan.rs`), timed
-//! as it is written there. Every objective runs with one D step per G step
-//! and the seed's Adam, so the steps compare like for like.
+//! as it is written there. Every objective runs with the seed's Adam and one
+//! D step per G step (`--dis-steps K` for K, WGAN's being 5), so the steps
+//! compare like for like.
 //! `KUSARI_STEP=reference` times the autograd engine instead of the fused one.
 //! Prints a human line and a last line `BENCH_JSON {...}` with seconds per
 //! iteration (the mean, and the fastest window of `--window` steps, default
@@ -34,6 +35,7 @@ mod ragan;
 struct Args {
     config: String,
     objective: String,
+    dis_steps: usize,
     iters: usize,
     warmup: usize,
     window: usize,
@@ -45,6 +47,7 @@ fn parse() -> Result<Args> {
     let mut a = Args {
         config: "seed".into(),
         objective: "ebgan".into(),
+        dis_steps: 1,
         iters: 10,
         warmup: 3,
         window: 10,
@@ -57,6 +60,11 @@ fn parse() -> Result<Args> {
         match flag.as_str() {
             "--config" => a.config = value()?,
             "--objective" => a.objective = value()?,
+            "--dis-steps" => {
+                a.dis_steps = value()?
+                    .parse()
+                    .context("--dis-steps takes a whole number")?
+            }
             "--iters" => a.iters = value()?.parse().context("--iters takes a whole number")?,
             "--warmup" => a.warmup = value()?.parse().context("--warmup takes a whole number")?,
             "--window" => a.window = value()?.parse().context("--window takes a whole number")?,
@@ -118,7 +126,14 @@ fn step_macs(c: &Config) -> f64 {
     // G: forward, weight and input gradients (none into z). D: forward and
     // weight gradients on 2N rows; input gradients of L_D on 2N rows above
     // the first layer and of L_G on the N fake rows all the way down.
-    n * (3.0 * g_fwd - g_first) + 2.0 * n * d_fwd * 2.0 + 2.0 * n * (d_fwd - d_first) + n * d_fwd
+    let joint = n * (3.0 * g_fwd - g_first)
+        + 2.0 * n * d_fwd * 2.0
+        + 2.0 * n * (d_fwd - d_first)
+        + n * d_fwd;
+    // A step that trains D alone: G's forward, then D's forward, weight
+    // gradients and L_D's input gradients above the first layer.
+    let dis_only = n * g_fwd + 2.0 * n * d_fwd * 2.0 + 2.0 * n * (d_fwd - d_first);
+    joint + (c.dis_steps - 1) as f64 * dis_only
 }
 
 fn peak_rss_bytes() -> Option<u64> {
@@ -138,7 +153,9 @@ fn cpu_seconds() -> Option<f64> {
 
 fn main() -> Result<()> {
     let args = parse()?;
-    let (config, objective) = config(&args.config, &args.objective)?;
+    let (mut config, objective) = config(&args.config, &args.objective)?;
+    config.dis_steps = args.dis_steps;
+    config.validate()?;
     let device = parse_device(&args.device)?;
     let (dataset, data_name) = match &args.mnist {
         Some(dir) => (
@@ -208,7 +225,7 @@ fn main() -> Result<()> {
         args.config,
         args.objective,
         args.device,
-        config.batch_size as f64 / per_iter,
+        (config.batch_size * config.dis_steps) as f64 / per_iter,
         gflop / per_iter,
         rss.map_or("?".into(), |b| format!("{:.0}", b as f64 / 1e6)),
         cpu_per_iter.map_or("?".into(), |c| format!("{c:.3}")),
@@ -223,6 +240,7 @@ fn main() -> Result<()> {
     let json = serde_json::json!({
         "config": args.config,
         "objective": args.objective,
+        "dis_steps": args.dis_steps,
         "path": path,
         "device": args.device,
         "data": data_name,

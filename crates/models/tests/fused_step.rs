@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use candle_core::Device;
-use kusari_models::objective::{self, softplus, DisOutputs, Losses, Objective};
+use kusari_models::objective::{self, DisOutputs, Losses, Objective};
 use kusari_models::setup::Updater as NetsUpdater;
 use kusari_models::{
     BnStrategy, Config, DisHead, EbganConfig, ImageShape, Init, ModelConfig, Nets, ObjectiveConfig,
@@ -27,25 +27,12 @@ use common::synthetic;
 
 type Updaters = NetsUpdater<ArrayDataset>;
 
-/// Relativistic average GAN: both losses read both batches, so under joint
-/// batch normalization `L_G`'s gradient on the real rows reaches G.
-struct Relativistic;
-
-impl Objective for Relativistic {
-    fn name(&self) -> &str {
-        "relativistic"
-    }
-    fn head(&self) -> DisHead {
-        DisHead::Logit
-    }
-    fn losses(&self, d: &DisOutputs) -> Result<Losses> {
-        let real = d.real.broadcast_sub(&d.fake.mean_all()?)?;
-        let fake = d.fake.broadcast_sub(&d.real.mean_all()?)?;
-        let dis = (softplus(&real.neg()?)?.mean_all()? + softplus(&fake)?.mean_all()?)?;
-        let gen = (softplus(&fake.neg()?)?.mean_all()? + softplus(&real)?.mean_all()?)?;
-        Ok(Losses::new(dis, gen))
-    }
-}
+/// The guide's example objective, the relativistic average GAN: both
+/// losses read both batches, so under joint batch normalization `L_G`'s
+/// gradient on the real rows reaches G.
+#[path = "../examples/ragan.rs"]
+#[allow(dead_code)]
+mod ragan;
 
 /// GAN with feature matching on D's codes for G and a code penalty for D:
 /// gradients enter D at its code layer from both losses and both batches.
@@ -329,7 +316,7 @@ fn spectral_normalization_matches_the_reference() -> Result<()> {
 fn objectives_reading_codes_and_both_batches_match_the_reference() -> Result<()> {
     for strategy in STRATEGIES {
         let c = small(ObjectiveConfig::Gan, strategy);
-        compare_with(&c, 2, Optim::Sgd(0.1), || Some(Box::new(Relativistic)))?;
+        compare_with(&c, 2, Optim::Sgd(0.1), || Some(Box::new(ragan::RaGan)))?;
         compare_with(&c, 2, Optim::Sgd(0.1), || Some(Box::new(CodeMatching)))?;
     }
     Ok(())

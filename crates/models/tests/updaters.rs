@@ -8,10 +8,10 @@ mod common;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use kusari_models::objective::{self, softplus, DisOutputs, Losses, Objective};
+use kusari_models::objective::{self, DisOutputs, Objective};
 use kusari_models::setup::UPDATE_STREAM;
 use kusari_models::{
-    AdversarialStep, BnStrategy, Config, DisHead, EbganConfig, ImageShape, ModelConfig, Nets,
+    AdversarialStep, BnStrategy, Config, EbganConfig, ImageShape, ModelConfig, Nets,
     ObjectiveConfig, OutputActivation, Phase, PtVariant,
 };
 use kusari_trainer::{Optimizers, Rng, Sgd, State, Updater};
@@ -26,24 +26,12 @@ fn objectives() -> Vec<ObjectiveConfig> {
         .collect()
 }
 
-/// Relativistic average GAN: G's loss reads the real batch too.
-struct Relativistic;
-
-impl Objective for Relativistic {
-    fn name(&self) -> &str {
-        "relativistic"
-    }
-    fn head(&self) -> DisHead {
-        DisHead::Logit
-    }
-    fn losses(&self, d: &DisOutputs) -> Result<Losses> {
-        let real = d.real.broadcast_sub(&d.fake.mean_all()?)?;
-        let fake = d.fake.broadcast_sub(&d.real.mean_all()?)?;
-        let dis = (softplus(&real.neg()?)?.mean_all()? + softplus(&fake)?.mean_all()?)?;
-        let gen = (softplus(&fake.neg()?)?.mean_all()? + softplus(&real)?.mean_all()?)?;
-        Ok(Losses::new(dis, gen))
-    }
-}
+/// The guide's example objective, the relativistic average GAN: both
+/// losses read both batches, so under joint batch normalization `L_G`'s
+/// gradient on the real rows reaches G.
+#[path = "../examples/ragan.rs"]
+#[allow(dead_code)]
+mod ragan;
 
 fn real_batch(config: &Config) -> Result<Tensor> {
     let data = synthetic(config.batch_size, config.model.image);
@@ -125,7 +113,8 @@ fn each_optimizer_moves_only_its_own_net() -> Result<()> {
 /// in `L_G`'s pass, and carries real rows only under joint batch norm.
 #[test]
 fn the_autograd_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()> {
-    let mut cases: Vec<(Config, Option<fn() -> Box<dyn Objective>>)> = Vec::new();
+    type Custom = Option<fn() -> Box<dyn Objective>>;
+    let mut cases: Vec<(Config, Custom)> = Vec::new();
     for margin in [10.0, 0.0] {
         let ebgan = ObjectiveConfig::Ebgan(EbganConfig {
             margin,
@@ -153,7 +142,7 @@ fn the_autograd_step_gives_each_net_the_gradients_of_its_own_loss() -> Result<()
     for strategy in [BnStrategy::Joint, BnStrategy::Separate] {
         let mut c = tiny_config(ObjectiveConfig::Gan);
         c.model.dis.batch_norm = strategy;
-        cases.push((c, Some(|| Box::new(Relativistic) as Box<dyn Objective>)));
+        cases.push((c, Some(|| Box::new(ragan::RaGan) as Box<dyn Objective>)));
     }
     for (mut config, custom) in cases {
         config.dis_weight_clip = None;

@@ -156,20 +156,7 @@ impl candle_core::CustomOp3 for FusedGrad {
         "kusari-activation-grad"
     }
 
-    fn bwd(
-        &self,
-        _: &candle_core::Tensor,
-        _: &candle_core::Tensor,
-        _: &candle_core::Tensor,
-        _: &candle_core::Tensor,
-        _: &candle_core::Tensor,
-    ) -> candle_core::Result<(
-        Option<candle_core::Tensor>,
-        Option<candle_core::Tensor>,
-        Option<candle_core::Tensor>,
-    )> {
-        super::second_order_error()
-    }
+    refuse_second_order!(3);
 
     fn cpu_fwd(
         &self,

@@ -189,16 +189,7 @@ impl CustomOp3 for NormalizeTrainGrad {
         "kusari-batch-norm-grad"
     }
 
-    fn bwd(
-        &self,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        super::second_order_error()
-    }
+    refuse_second_order!(3);
 
     fn cpu_fwd(
         &self,

@@ -439,15 +439,7 @@ impl CustomOp2 for Fixed {
         "kusari-conv-input-grad"
     }
 
-    fn bwd(
-        &self,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        super::second_order_error()
-    }
+    refuse_second_order!(2);
 
     fn cpu_fwd(
         &self,
@@ -465,15 +457,7 @@ impl CustomOp2 for WeightGrad {
         "kusari-conv-weight-grad"
     }
 
-    fn bwd(
-        &self,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        super::second_order_error()
-    }
+    refuse_second_order!(2);
 
     fn cpu_fwd(
         &self,
@@ -563,9 +547,7 @@ impl candle_core::CustomOp1 for ChannelSum {
         "kusari-channel-sum"
     }
 
-    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        super::second_order_error()
-    }
+    refuse_second_order!(1);
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, c, plane) = channel_blocks(l)?;

@@ -84,6 +84,18 @@ impl DenseBlock {
     }
 }
 
+/// What a spectrally normalized block's forward pass leaves for its backward.
+pub struct SpectralForward<'a> {
+    /// `1/σ`.
+    pub inv_sigma: f32,
+    /// `x·W/σ` of the forward rows (`[rows × outputs]`), before the bias.
+    pub lin: &'a [f32],
+    /// The power iteration's `u` (`[outputs]`) after this step's iteration.
+    pub u: &'a [f32],
+    /// Its `v` (`[inputs]`).
+    pub v: &'a [f32],
+}
+
 /// What a block's forward pass keeps for its backward pass.
 #[derive(Debug, Default)]
 pub struct DenseBuffers {
@@ -123,10 +135,14 @@ impl DenseBuffers {
         }
     }
 
-    /// Under spectral normalization, what the weight's backward needs: `1/σ`,
-    /// `x·W/σ` of the forward rows (`[rows × outputs]`), `u` and `v`.
-    pub fn spectral(&self) -> Option<(f32, &[f32], &[f32], &[f32])> {
-        (!self.u.is_empty()).then_some((self.inv_sigma, &self.lin[..], &self.u[..], &self.v[..]))
+    /// Under spectral normalization, what the weight's backward needs.
+    pub fn spectral(&self) -> Option<SpectralForward<'_>> {
+        (!self.u.is_empty()).then_some(SpectralForward {
+            inv_sigma: self.inv_sigma,
+            lin: &self.lin,
+            u: &self.u,
+            v: &self.v,
+        })
     }
 
     fn pre_activation(&self, block: &DenseBlock) -> &[f32] {

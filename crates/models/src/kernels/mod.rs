@@ -19,6 +19,49 @@
 //! configurations. Sums run over fixed blocks whose sizes depend only on
 //! the shapes, so results repeat bit for bit whatever the thread count.
 
+/// The `bwd` of a kernel's gradient op, a custom op of 1, 2 or 3 operands:
+/// it refuses to be differentiated ([`second_order_error`]).
+macro_rules! refuse_second_order {
+    (1) => {
+        fn bwd(
+            &self,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+        ) -> candle_core::Result<Option<candle_core::Tensor>> {
+            $crate::kernels::second_order_error()
+        }
+    };
+    (2) => {
+        fn bwd(
+            &self,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+        ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)> {
+            $crate::kernels::second_order_error()
+        }
+    };
+    (3) => {
+        #[allow(clippy::type_complexity)]
+        fn bwd(
+            &self,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+            _: &candle_core::Tensor,
+        ) -> candle_core::Result<(
+            Option<candle_core::Tensor>,
+            Option<candle_core::Tensor>,
+            Option<candle_core::Tensor>,
+        )> {
+            $crate::kernels::second_order_error()
+        }
+    };
+}
+
 pub(crate) mod activation;
 pub(crate) mod batch_norm;
 pub(crate) mod channel_norm;

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor, Var};
 use kusari_trainer::{ParamStore, Rng};
 
 use super::init;
-use super::spectral::{SpectralNorm, WeightLayout};
+use super::spectral::{effective_weight, SpectralNorm, WeightLayout};
 use crate::config::Init;
 use crate::kernels::conv as cpu_conv;
 
@@ -73,10 +73,8 @@ impl Conv2d {
     /// The same layer with its weight spectrally normalized, the power
     /// iteration's vectors registered in `params` and drawn from `rng`.
     pub fn with_spectral_norm(mut self, params: &ParamStore, rng: &mut Rng) -> Result<Self> {
-        let dims = self.weight.dims().to_vec();
-        let device = self.weight.device().clone();
         let layout = WeightLayout::Conv;
-        self.spectral = Some(SpectralNorm::new(params, layout, &dims, rng, &device)?);
+        self.spectral = Some(SpectralNorm::for_weight(params, layout, &self.weight, rng)?);
         Ok(self)
     }
 
@@ -91,10 +89,7 @@ impl Conv2d {
     /// Every batch of `xs` through the layer, with one weight for them all
     /// (one power iteration in training under spectral normalization).
     pub fn forward_group(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
-        let w = match &self.spectral {
-            Some(sn) => sn.normalize(self.weight.as_tensor(), train)?,
-            None => self.weight.as_tensor().clone(),
-        };
+        let w = effective_weight(self.spectral.as_ref(), &self.weight, train)?;
         xs.iter()
             .map(|x| conv2d(x, &w, self.bias.as_tensor(), self.geometry))
             .collect()
@@ -139,10 +134,8 @@ impl Deconv2d {
     /// The same layer with its weight spectrally normalized, the power
     /// iteration's vectors registered in `params` and drawn from `rng`.
     pub fn with_spectral_norm(mut self, params: &ParamStore, rng: &mut Rng) -> Result<Self> {
-        let dims = self.weight.dims().to_vec();
-        let device = self.weight.device().clone();
         let layout = WeightLayout::Deconv;
-        self.spectral = Some(SpectralNorm::new(params, layout, &dims, rng, &device)?);
+        self.spectral = Some(SpectralNorm::for_weight(params, layout, &self.weight, rng)?);
         Ok(self)
     }
 
@@ -157,10 +150,7 @@ impl Deconv2d {
     /// Every batch of `xs` through the layer, with one weight for them all
     /// (one power iteration in training under spectral normalization).
     pub fn forward_group(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
-        let w = match &self.spectral {
-            Some(sn) => sn.normalize(self.weight.as_tensor(), train)?,
-            None => self.weight.as_tensor().clone(),
-        };
+        let w = effective_weight(self.spectral.as_ref(), &self.weight, train)?;
         xs.iter()
             .map(|x| deconv2d(x, &w, self.bias.as_tensor(), self.geometry))
             .collect()

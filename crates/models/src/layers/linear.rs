@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor, Var};
 use kusari_trainer::{ParamStore, Rng};
 
 use super::init;
-use super::spectral::{SpectralNorm, WeightLayout};
+use super::spectral::{effective_weight, SpectralNorm, WeightLayout};
 use crate::config::Init;
 
 /// `y = x W + b` on `[N, in]` inputs.
@@ -46,15 +46,8 @@ impl Linear {
     /// The same layer with its weight spectrally normalized, the power
     /// iteration's vectors registered in `params` and drawn from `rng`.
     pub fn with_spectral_norm(mut self, params: &ParamStore, rng: &mut Rng) -> Result<Self> {
-        let dims = self.weight.dims().to_vec();
-        let device = self.weight.device().clone();
-        self.spectral = Some(SpectralNorm::new(
-            params,
-            WeightLayout::Linear,
-            &dims,
-            rng,
-            &device,
-        )?);
+        let layout = WeightLayout::Linear;
+        self.spectral = Some(SpectralNorm::for_weight(params, layout, &self.weight, rng)?);
         Ok(self)
     }
 
@@ -68,10 +61,7 @@ impl Linear {
     /// Every batch of `xs` through the layer, with one weight for them all
     /// (one power iteration in training under spectral normalization).
     pub fn forward_group(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
-        let w = match &self.spectral {
-            Some(sn) => sn.normalize(self.weight.as_tensor(), train)?,
-            None => self.weight.as_tensor().clone(),
-        };
+        let w = effective_weight(self.spectral.as_ref(), &self.weight, train)?;
         xs.iter()
             .map(|x| linear(x, &w, self.bias.as_tensor()))
             .collect()

@@ -87,6 +87,16 @@ impl SpectralNorm {
         })
     }
 
+    /// Registers the vectors for `weight` (on its device).
+    pub fn for_weight(
+        params: &ParamStore,
+        layout: WeightLayout,
+        weight: &Var,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        Self::new(params, layout, weight.dims(), rng, weight.device())
+    }
+
     /// `u` (`[q]`) and `v` (`[p]`).
     pub fn vectors(&self) -> (&Var, &Var) {
         (&self.u, &self.v)
@@ -110,6 +120,19 @@ impl SpectralNorm {
             .matmul(&u.unsqueeze(1)?)?
             .reshape(())?;
         Ok(w.broadcast_div(&sigma)?)
+    }
+}
+
+/// The weight a layer computes with: `weight / σ` under spectral
+/// normalization (one power iteration first in training), else `weight`.
+pub fn effective_weight(
+    spectral: Option<&SpectralNorm>,
+    weight: &Var,
+    train: bool,
+) -> Result<Tensor> {
+    match spectral {
+        Some(sn) => sn.normalize(weight.as_tensor(), train),
+        None => Ok(weight.as_tensor().clone()),
     }
 }
 

@@ -49,9 +49,9 @@ pub(super) fn step(
         .judge_pair(real, fake_in.as_tensor(), &mut Phase::Train(rng))?;
     let leaves = Leaves::new(&r.output, &f.output, &r.code, &f.code, real, &fake)?;
     let losses = leaves.losses(nets.objective)?;
-    let dis_top = TopGradients::of(&losses.dis, &leaves)?;
+    let dis_top = TopGradients::of(&losses.dis, &leaves, true)?;
     let gen_top = if train_gen {
-        Some(TopGradients::of(&losses.gen, &leaves)?)
+        Some(TopGradients::of(&losses.gen, &leaves, true)?)
     } else {
         None
     };

@@ -64,7 +64,8 @@ impl Leaves {
 }
 
 /// The gradient of one loss with respect to each leaf (`None`: the loss
-/// does not depend on it, or only with a gradient of zero everywhere).
+/// does not depend on it, or, when asked, only with a gradient of zero
+/// everywhere).
 pub(super) struct TopGradients {
     pub real: Option<Tensor>,
     pub fake: Option<Tensor>,
@@ -74,12 +75,14 @@ pub(super) struct TopGradients {
 }
 
 impl TopGradients {
-    /// Back-propagates `loss` through the objective's graph to the leaves.
-    pub fn of(loss: &Tensor, leaves: &Leaves) -> Result<Self> {
+    /// Back-propagates `loss` through the objective's graph to the leaves;
+    /// with `drop_zeros`, a gradient of zero everywhere counts as none (the
+    /// autograd engine then leaves its term out of a backward pass).
+    pub fn of(loss: &Tensor, leaves: &Leaves, drop_zeros: bool) -> Result<Self> {
         let grads = loss.backward()?;
         let get = |v: &Var| -> Result<Option<Tensor>> {
             match grads.get(v.as_tensor()) {
-                Some(g) if !is_zero(g)? => Ok(Some(g.detach())),
+                Some(g) if !(drop_zeros && is_zero(g)?) => Ok(Some(g.detach())),
                 _ => Ok(None),
             }
         };

@@ -63,11 +63,19 @@ struct Buffers {
     dis: Vec<DenseBuffers>,
     /// D's input: the real rows, then the fake rows.
     x: Vec<f32>,
-    /// Gradients flowing down, and the next layer's.
+    /// Gradients flowing down.
+    grads: Gradients,
+    /// The objective's gradients with respect to D's codes, stacked as the
+    /// gradients entering D.
+    code: Vec<f32>,
+}
+
+/// The gradients of a backward pass: with respect to the current block's
+/// output (`d`, its small parameters' in `small`) and the next one's.
+#[derive(Default)]
+struct Gradients {
     d: Vec<f32>,
     d_next: Vec<f32>,
-    /// The objective's gradients with respect to D's codes, stacked as `d`.
-    code: Vec<f32>,
     small: SmallGrads,
     small_next: SmallGrads,
 }
@@ -295,9 +303,10 @@ impl FusedMlp {
             &Tensor::from_slice(&b.x[n * len..], image_shape.as_slice(), &cpu)?,
         )?;
         let losses = leaves.losses(objective)?;
-        let dis_top = TopGradients::of(&losses.dis, &leaves)?;
+        // Zeros cost the fused passes nothing extra: no need to look for them.
+        let dis_top = TopGradients::of(&losses.dis, &leaves, false)?;
         let gen_top = if train_gen {
-            Some(TopGradients::of(&losses.gen, &leaves)?)
+            Some(TopGradients::of(&losses.gen, &leaves, false)?)
         } else {
             None
         };
@@ -311,7 +320,7 @@ impl FusedMlp {
         let joint = self.strategy == BnStrategy::Joint;
         let gen_real = |t: &TopGradients| if joint { t.real.clone() } else { None };
         let gen_real_code = |t: &TopGradients| if joint { t.real_code.clone() } else { None };
-        b.d.resize(total_rows * out_width, 0.0);
+        b.grads.d.resize(total_rows * out_width, 0.0);
         let mut top_rows = vec![(0, dis_top.real.clone()), (n, dis_top.fake.clone())];
         let mut code_rows = vec![
             (0, dis_top.real_code.clone()),
@@ -323,8 +332,8 @@ impl FusedMlp {
             code_rows.push((2 * n, gen_real_code(t)));
             code_rows.push((gen_fake, t.fake_code.clone()));
         }
-        b.d.fill(0.0);
-        fill_rows(&mut b.d, out_width, &top_rows)?;
+        b.grads.d.fill(0.0);
+        fill_rows(&mut b.grads.d, out_width, &top_rows)?;
         let has_code = code_rows.iter().any(|(_, g)| g.is_some());
         if has_code {
             b.code.resize(total_rows * code_width, 0.0);
@@ -333,82 +342,23 @@ impl FusedMlp {
         }
         laps.lap(2);
 
-        // D's backward with fused updates. The top block's elementwise
-        // backward runs alone; each lower block's runs inside the weight
-        // update above it, as soon as its columns of the gradient exist.
+        // D's backward with fused updates, then G's.
         let dis_opt = host_optimizer(optimizers, "dis")?;
         let step = dis_opt.begin_external_step();
-        let clip = clip.map(|c| c as f32);
-        let top = self.dis.len() - 1;
-        if top == code_index && has_code {
-            add_rows(&mut b.d, &b.code);
-        }
-        backward_elementwise(
-            &self.dis[top],
-            &b.dis[top],
-            &groups,
-            &mut b.d,
-            &row_blocks,
-            &mut b.small,
-        );
-        for i in (0..self.dis.len()).rev() {
-            let block = &self.dis[i];
-            let width = block.outputs;
-            update_small(block, &b.small, dis_opt, step, clip)?;
-            let input: &[f32] = if i == 0 {
-                &b.x
-            } else {
-                b.dis[i - 1].output(&self.dis[i - 1])
-            };
-            let k = block.inputs;
+        BackwardPass {
+            blocks: &self.dis,
+            outputs: &b.dis,
+            input: &b.x,
+            groups: &groups,
+            row_blocks: &row_blocks,
+            train_rows: 2 * n,
+            total_rows,
             // Below D's first block only L_G's gradient for the fake rows is wanted.
-            let wanted = match (i, train_gen) {
-                (0, false) => None,
-                (0, true) => Some((n, gen_fake)),
-                _ => Some((total_rows, 0)),
-            };
-            let grad_rows = wanted.map_or(0, |(r, _)| r);
-            b.d_next.resize(grad_rows * k, 0.0);
-            b.small_next.reset(k);
-            let dy = &b.d[..total_rows * width];
-            let spectral = spectral_backward(&b.dis[i], dy, 2 * n, width);
-            let dx = SharedMut::new(&mut b.d_next, k);
-            let grads = b.small_next.shared();
-            let below = i.checked_sub(1).map(|j| (&self.dis[j], &b.dis[j]));
-            let code = (i > 0 && i - 1 == code_index && has_code).then_some(&b.code);
-            let then = |c: std::ops::Range<usize>| {
-                let Some((block, buf)) = below else { return };
-                // SAFETY: each task passes only its own columns.
-                unsafe {
-                    if let Some(code) = code {
-                        for r in 0..total_rows {
-                            let row = dx.segment(r, &c);
-                            for (v, g) in row.iter_mut().zip(&code[r * k + c.start..r * k + c.end])
-                            {
-                                *v += *g;
-                            }
-                        }
-                    }
-                    dense::backward_columns(block, buf, &groups, dx, &row_blocks, grads, &c);
-                }
-            };
-            update_weight(
-                block,
-                dis_opt,
-                step,
-                clip,
-                WeightBackward {
-                    x: MatRef::new(input, 2 * n, k),
-                    dy: MatRef::new(dy, 2 * n, width),
-                    input_grad: wanted
-                        .map(|(r, first)| (MatRef::new(&dy[first * width..], r, width), dx)),
-                    spectral,
-                },
-                (i > 0).then_some(&then as &(dyn Fn(std::ops::Range<usize>) + Sync)),
-            )?;
-            std::mem::swap(&mut b.d, &mut b.d_next);
-            std::mem::swap(&mut b.small, &mut b.small_next);
+            below_first: train_gen.then_some((n, gen_fake)),
+            code: has_code.then_some((code_index, &b.code[..])),
+            clip: clip.map(|c| c as f32),
         }
+        .run(&mut b.grads, dis_opt, step)?;
         laps.lap(3);
         let Some(gen_top) = gen_top else {
             laps.finish();
@@ -416,68 +366,147 @@ impl FusedMlp {
             return Ok(losses);
         };
 
-        // ∂L_G/∂fake: through D (now in b.d) plus the objective's direct term.
+        // ∂L_G/∂fake: through D (now in the gradient buffer) plus the
+        // objective's direct term.
         if let Some(direct) = &gen_top.fake_images {
             let direct: Vec<f32> = direct.flatten_all()?.to_vec1()?;
-            add_rows(&mut b.d[..n * len], &direct);
+            add_rows(&mut b.grads.d[..n * len], &direct);
         }
-
-        // G's backward with fused updates, the same way.
         let gen_opt = host_optimizer(optimizers, "gen")?;
         let step = gen_opt.begin_external_step();
-        let rows = [RowBlock { offset: 0, rows: n }];
-        let top = self.gen.len() - 1;
-        backward_elementwise(
-            &self.gen[top],
-            &b.gen[top],
-            &one,
-            &mut b.d,
-            &rows,
-            &mut b.small,
-        );
-        for i in (0..self.gen.len()).rev() {
-            let block = &self.gen[i];
-            let width = block.outputs;
-            update_small(block, &b.small, gen_opt, step, None)?;
-            let input: &[f32] = if i == 0 {
-                &b.z
-            } else {
-                b.gen[i - 1].output(&self.gen[i - 1])
-            };
-            let k = block.inputs;
-            let dy = &b.d[..n * width];
-            let spectral = spectral_backward(&b.gen[i], dy, n, width);
-            b.d_next.resize(n * k, 0.0);
-            b.small_next.reset(k);
-            let dx = SharedMut::new(&mut b.d_next, k);
-            let grads = b.small_next.shared();
-            let below = i.checked_sub(1).map(|j| (&self.gen[j], &b.gen[j]));
-            let then = |c: std::ops::Range<usize>| {
-                if let Some((block, buf)) = below {
-                    // SAFETY: each task passes only its own columns.
-                    unsafe { dense::backward_columns(block, buf, &one, dx, &rows, grads, &c) };
-                }
-            };
-            update_weight(
-                block,
-                gen_opt,
-                step,
-                None,
-                WeightBackward {
-                    x: MatRef::new(input, n, k),
-                    dy: MatRef::new(dy, n, width),
-                    input_grad: (i > 0).then(|| (MatRef::new(dy, n, width), dx)),
-                    spectral,
-                },
-                (i > 0).then_some(&then as &(dyn Fn(std::ops::Range<usize>) + Sync)),
-            )?;
-            std::mem::swap(&mut b.d, &mut b.d_next);
-            std::mem::swap(&mut b.small, &mut b.small_next);
+        BackwardPass {
+            blocks: &self.gen,
+            outputs: &b.gen,
+            input: &b.z,
+            groups: &one,
+            row_blocks: &[RowBlock { offset: 0, rows: n }],
+            train_rows: n,
+            total_rows: n,
+            below_first: None,
+            code: None,
+            clip: None,
         }
+        .run(&mut b.grads, gen_opt, step)?;
         laps.lap(4);
         laps.finish();
         self.profile = profile;
         Ok(losses)
+    }
+}
+
+/// One backward pass through a chain of blocks, from the gradients with
+/// respect to the last block's output (stacked row blocks), each weight
+/// updated as soon as its gradient exists.
+struct BackwardPass<'a> {
+    blocks: &'a [DenseBlock],
+    /// What each block's forward pass kept.
+    outputs: &'a [DenseBuffers],
+    /// The chain's input (`[train_rows × inputs]`).
+    input: &'a [f32],
+    groups: &'a [BnGroup],
+    /// The forward rows each stacked block of gradient rows belongs to; the
+    /// first block's gradients train the small parameters.
+    row_blocks: &'a [RowBlock],
+    /// Rows of the input whose gradients train the weights (the first stacked block).
+    train_rows: usize,
+    /// Stacked gradient rows.
+    total_rows: usize,
+    /// The gradient wanted below the first block: how many stacked rows,
+    /// from which row; `None` for none.
+    below_first: Option<(usize, usize)>,
+    /// Gradients (stacked as the rows) added to one block's output.
+    code: Option<(usize, &'a [f32])>,
+    /// Every parameter clipped to `[−c, c]` after its update.
+    clip: Option<f32>,
+}
+
+impl BackwardPass<'_> {
+    /// Runs the pass from `g.d`; afterwards `g.d` holds the gradient below
+    /// the first block, if one was wanted.
+    fn run(
+        &self,
+        g: &mut Gradients,
+        optimizer: &mut dyn HostOptimizer,
+        step: ElementStep,
+    ) -> Result<()> {
+        let (blocks, outputs, groups, rows) =
+            (self.blocks, self.outputs, self.groups, self.row_blocks);
+        let total = self.total_rows;
+        // The top block's elementwise backward runs alone; each lower
+        // block's runs inside the weight update above it, as soon as its
+        // columns of the gradient exist.
+        let top = blocks.len() - 1;
+        if let Some((_, code)) = self.code.filter(|(at, _)| *at == top) {
+            add_rows(&mut g.d, code);
+        }
+        backward_elementwise(
+            &blocks[top],
+            &outputs[top],
+            groups,
+            &mut g.d,
+            rows,
+            &mut g.small,
+        );
+        for i in (0..blocks.len()).rev() {
+            let block = &blocks[i];
+            let width = block.outputs;
+            update_small(block, &g.small, optimizer, step, self.clip)?;
+            let input: &[f32] = if i == 0 {
+                self.input
+            } else {
+                outputs[i - 1].output(&blocks[i - 1])
+            };
+            let k = block.inputs;
+            let wanted = if i == 0 {
+                self.below_first
+            } else {
+                Some((total, 0))
+            };
+            g.d_next.resize(wanted.map_or(0, |(r, _)| r) * k, 0.0);
+            g.small_next.reset(k);
+            let dy = &g.d[..total * width];
+            let spectral = spectral_backward(&outputs[i], dy, self.train_rows, width);
+            let dx = SharedMut::new(&mut g.d_next, k);
+            let grads = g.small_next.shared();
+            let below = i.checked_sub(1).map(|j| (&blocks[j], &outputs[j]));
+            let code = self
+                .code
+                .filter(|(at, _)| i > 0 && *at == i - 1)
+                .map(|(_, c)| c);
+            let then = |c: std::ops::Range<usize>| {
+                let Some((block, buf)) = below else { return };
+                // SAFETY: each task passes only its own columns.
+                unsafe {
+                    if let Some(code) = code {
+                        for r in 0..total {
+                            let row = dx.segment(r, &c);
+                            for (v, a) in row.iter_mut().zip(&code[r * k + c.start..r * k + c.end])
+                            {
+                                *v += *a;
+                            }
+                        }
+                    }
+                    dense::backward_columns(block, buf, groups, dx, rows, grads, &c);
+                }
+            };
+            update_weight(
+                block,
+                optimizer,
+                step,
+                self.clip,
+                WeightBackward {
+                    x: MatRef::new(input, self.train_rows, k),
+                    dy: MatRef::new(dy, self.train_rows, width),
+                    input_grad: wanted
+                        .map(|(r, first)| (MatRef::new(&dy[first * width..], r, width), dx)),
+                    spectral,
+                },
+                (i > 0).then_some(&then as &(dyn Fn(std::ops::Range<usize>) + Sync)),
+            )?;
+            std::mem::swap(&mut g.d, &mut g.d_next);
+            std::mem::swap(&mut g.small, &mut g.small_next);
+        }
+        Ok(())
     }
 }
 
@@ -539,17 +568,17 @@ fn spectral_backward<'a>(
     rows: usize,
     width: usize,
 ) -> Option<SpectralBackward<'a>> {
-    let (inv_sigma, lin, u, v) = buf.spectral()?;
+    let forward = buf.spectral()?;
     let c: f64 = dy[..rows * width]
         .iter()
-        .zip(&lin[..rows * width])
+        .zip(&forward.lin[..rows * width])
         .map(|(a, b)| f64::from(*a) * f64::from(*b))
         .sum();
     Some(SpectralBackward {
-        inv_sigma,
+        inv_sigma: forward.inv_sigma,
         c: c as f32,
-        u,
-        v,
+        u: forward.u,
+        v: forward.v,
     })
 }
 
