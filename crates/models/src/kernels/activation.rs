@@ -147,7 +147,7 @@ impl candle_core::CustomOp1 for Fused {
         grad: &candle_core::Tensor,
     ) -> candle_core::Result<Option<candle_core::Tensor>> {
         let grad = grad.contiguous()?;
-        Ok(Some(grad.apply_op3(x, y, FusedGrad(self.0))?))
+        Ok(Some(super::gradient_op3(&grad, x, y, FusedGrad(self.0))?))
     }
 }
 

@@ -143,7 +143,7 @@ impl CustomOp2 for NormalizeTrain {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let out = grad.apply_op3(x, packed, NormalizeTrainGrad { eps: self.eps })?;
+        let out = super::gradient_op3(&grad, x, packed, NormalizeTrainGrad { eps: self.eps })?;
         let n = x.elem_count();
         let grad_x = out.narrow(0, 0, n)?.reshape(x.shape())?;
         let grad_packed = out.narrow(0, n, packed.elem_count())?;

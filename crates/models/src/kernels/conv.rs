@@ -418,7 +418,7 @@ impl CustomOp2 for Convolution {
         // Real images into D's first layer need no gradient, nor do weights
         // inside `input_gradients_only`.
         let grad_x = if x.track_op() {
-            Some(grad.apply_op2(w, back)?)
+            Some(super::gradient_op2(&grad, w, back)?)
         } else {
             None
         };
@@ -426,9 +426,9 @@ impl CustomOp2 for Convolution {
             WeightGradient::Skip => None,
             WeightGradient::Zeros => Some(w.zeros_like()?),
             WeightGradient::Compute if self.transposed => {
-                Some(x.apply_op2(&grad, WeightGrad(geometry))?)
+                Some(super::gradient_op2(x, &grad, WeightGrad(geometry))?)
             }
-            WeightGradient::Compute => Some(grad.apply_op2(x, WeightGrad(geometry))?),
+            WeightGradient::Compute => Some(super::gradient_op2(&grad, x, WeightGrad(geometry))?),
         };
         Ok((grad_x, grad_w))
     }
@@ -536,7 +536,7 @@ impl CustomOp2 for AddChannelBias {
         let grad_b = match weight_gradient(b) {
             WeightGradient::Skip => None,
             WeightGradient::Zeros => Some(b.zeros_like()?),
-            WeightGradient::Compute => Some(grad.apply_op1(ChannelSum)?),
+            WeightGradient::Compute => Some(super::gradient_op1(grad, ChannelSum)?),
         };
         Ok((Some(grad.clone()), grad_b))
     }

@@ -96,6 +96,59 @@ pub(crate) fn second_order_error<T>() -> candle_core::Result<T> {
     Err(candle_core::Error::Msg(NO_SECOND_ORDER.to_string()).bt())
 }
 
+/// Whether candle keeps the graphs of the gradients it computes
+/// (`CANDLE_GRAD_DO_NOT_DETACH` set to something other than `0`), read once
+/// as candle reads it. Without it candle detaches every gradient, so no
+/// second derivative can be asked of a kernel's gradient op.
+fn gradients_keep_graphs() -> bool {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| {
+        std::env::var("CANDLE_GRAD_DO_NOT_DETACH").is_ok_and(|s| !s.is_empty() && s != "0")
+    })
+}
+
+/// Applies a kernel's gradient op to `(a, b, c)`: recorded in the graph (so
+/// that differentiating through it fails loudly) when candle keeps
+/// gradients' graphs, else without a graph, since candle would detach the
+/// result anyway and the record would only keep its operands alive.
+pub(crate) fn gradient_op3(
+    a: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+    c: &candle_core::Tensor,
+    op: impl candle_core::CustomOp3 + Send + Sync + 'static,
+) -> candle_core::Result<candle_core::Tensor> {
+    if gradients_keep_graphs() {
+        a.apply_op3(b, c, op)
+    } else {
+        a.apply_op3_no_bwd(b, c, &op)
+    }
+}
+
+/// [`gradient_op3`] for two operands.
+pub(crate) fn gradient_op2(
+    a: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+    op: impl candle_core::CustomOp2 + Send + Sync + 'static,
+) -> candle_core::Result<candle_core::Tensor> {
+    if gradients_keep_graphs() {
+        a.apply_op2(b, op)
+    } else {
+        a.apply_op2_no_bwd(b, &op)
+    }
+}
+
+/// [`gradient_op3`] for one operand.
+pub(crate) fn gradient_op1(
+    a: &candle_core::Tensor,
+    op: impl candle_core::CustomOp1 + Send + Sync + 'static,
+) -> candle_core::Result<candle_core::Tensor> {
+    if gradients_keep_graphs() {
+        a.apply_op1(op)
+    } else {
+        a.apply_op1_no_bwd(&op)
+    }
+}
+
 /// The message of every error that asks for a gradient of a gradient.
 pub const NO_SECOND_ORDER: &str = "gradients of gradients are not supported: kusari's CPU \
     kernels and its training step compute gradients without a graph of their own, so a loss \

@@ -7,37 +7,18 @@ use candle_core::{DType, Tensor, Var};
 
 use crate::objective::{DisOutputs, Losses, Objective};
 
-/// D's outputs and codes on both batches, and the fake batch, as variables.
+/// D's outputs and codes on both batches, and the fake batch, as variables
+/// of a graph of their own; and the real batch, a constant.
 pub(super) struct Leaves {
     pub real: Var,
     pub fake: Var,
     pub real_code: Var,
     pub fake_code: Var,
     pub fake_images: Var,
-    real_images: Tensor,
+    pub real_images: Tensor,
 }
 
 impl Leaves {
-    /// Leaves holding the values of these tensors, cut from any graph.
-    pub fn new(
-        real: &Tensor,
-        fake: &Tensor,
-        real_code: &Tensor,
-        fake_code: &Tensor,
-        real_images: &Tensor,
-        fake_images: &Tensor,
-    ) -> Result<Self> {
-        let leaf = |t: &Tensor| Var::from_tensor(&t.detach());
-        Ok(Self {
-            real: leaf(real)?,
-            fake: leaf(fake)?,
-            real_code: leaf(real_code)?,
-            fake_code: leaf(fake_code)?,
-            fake_images: leaf(fake_images)?,
-            real_images: real_images.detach(),
-        })
-    }
-
     /// `objective`'s losses on these leaves, checked to be scalars.
     pub fn losses(&self, objective: &dyn Objective) -> Result<Losses> {
         let outputs = DisOutputs {
@@ -64,8 +45,7 @@ impl Leaves {
 }
 
 /// The gradient of one loss with respect to each leaf (`None`: the loss
-/// does not depend on it, or, when asked, only with a gradient of zero
-/// everywhere).
+/// does not depend on it).
 pub(super) struct TopGradients {
     pub real: Option<Tensor>,
     pub fake: Option<Tensor>,
@@ -75,29 +55,27 @@ pub(super) struct TopGradients {
 }
 
 impl TopGradients {
-    /// Back-propagates `loss` through the objective's graph to the leaves;
-    /// with `drop_zeros`, a gradient of zero everywhere counts as none (the
-    /// autograd engine then leaves its term out of a backward pass).
-    pub fn of(loss: &Tensor, leaves: &Leaves, drop_zeros: bool) -> Result<Self> {
+    /// Back-propagates `loss` through the objective's graph to the leaves.
+    pub fn of(loss: &Tensor, leaves: &Leaves) -> Result<Self> {
         let grads = loss.backward()?;
-        let get = |v: &Var| -> Result<Option<Tensor>> {
-            match grads.get(v.as_tensor()) {
-                Some(g) if !(drop_zeros && is_zero(g)?) => Ok(Some(g.detach())),
-                _ => Ok(None),
-            }
-        };
+        let get = |v: &Var| grads.get(v.as_tensor()).map(Tensor::detach);
         Ok(Self {
-            real: get(&leaves.real)?,
-            fake: get(&leaves.fake)?,
-            real_code: get(&leaves.real_code)?,
-            fake_code: get(&leaves.fake_code)?,
-            fake_images: get(&leaves.fake_images)?,
+            real: get(&leaves.real),
+            fake: get(&leaves.fake),
+            real_code: get(&leaves.real_code),
+            fake_code: get(&leaves.fake_code),
+            fake_images: get(&leaves.fake_images),
         })
     }
 }
 
-/// Whether every value of `t` is zero (a NaN is not).
-fn is_zero(t: &Tensor) -> Result<bool> {
+/// Whether every value of `t` is zero (a NaN is not): read in place on the
+/// CPU, by candle's ops elsewhere.
+pub(super) fn is_zero(t: &Tensor) -> Result<bool> {
+    if crate::kernels::cpu_kernels_apply(t) {
+        let t = t.contiguous()?;
+        return crate::kernels::storage::read(&t, |v| v.iter().all(|x| *x == 0.0));
+    }
     let sum = t
         .abs()?
         .sum_all()?

@@ -25,7 +25,7 @@ mod tests;
 pub use profile::{Profile, PHASES};
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use kusari_trainer::{ElementStep, HostOptimizer, Optimizers, Rng};
 
 use super::top::{Leaves, TopGradients};
@@ -294,19 +294,18 @@ impl FusedMlp {
         let image_shape: Vec<usize> = [n].into_iter().chain(self.image.dims()).collect();
         let (out_real, out_fake) = out.split_at(n * out_width);
         let (code_real, code_fake) = code.split_at(n * code_width);
-        let leaves = Leaves::new(
-            &Tensor::from_slice(out_real, out_shape.as_slice(), &cpu)?,
-            &Tensor::from_slice(out_fake, out_shape.as_slice(), &cpu)?,
-            &Tensor::from_slice(code_real, (n, code_width), &cpu)?,
-            &Tensor::from_slice(code_fake, (n, code_width), &cpu)?,
-            &real,
-            &Tensor::from_slice(&b.x[n * len..], image_shape.as_slice(), &cpu)?,
-        )?;
+        let leaves = Leaves {
+            real: Var::from_slice(out_real, out_shape.as_slice(), &cpu)?,
+            fake: Var::from_slice(out_fake, out_shape.as_slice(), &cpu)?,
+            real_code: Var::from_slice(code_real, (n, code_width), &cpu)?,
+            fake_code: Var::from_slice(code_fake, (n, code_width), &cpu)?,
+            fake_images: Var::from_slice(&b.x[n * len..], image_shape.as_slice(), &cpu)?,
+            real_images: real.detach(),
+        };
         let losses = leaves.losses(objective)?;
-        // Zeros cost the fused passes nothing extra: no need to look for them.
-        let dis_top = TopGradients::of(&losses.dis, &leaves, false)?;
+        let dis_top = TopGradients::of(&losses.dis, &leaves)?;
         let gen_top = if train_gen {
-            Some(TopGradients::of(&losses.gen, &leaves, false)?)
+            Some(TopGradients::of(&losses.gen, &leaves)?)
         } else {
             None
         };
