@@ -12,18 +12,21 @@ use serde_json::Value;
 
 use crate::{cargo, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask bench [--config seed|small|all] [--objective NAME|all]
+const USAGE: &str = "usage: cargo xtask bench [--config seed|small|fast|all] [--objective NAME|all]
                          [--iters N] [--rounds R] [--compare-torch [PATH]] [--reference]
                          [--mnist DIR] [--device D]
 
-  --config        which nets: seed (G 3200, D 1024), small (G 400, D 128) or all (default)
+  --config        which nets: seed (G 3200, D 1024), small (G 400, D 128), fast (the `fast`
+                  preset's conv nets, batch 50) or all (default)
   --objective     ebgan (default), gan, lsgan, hinge, wgan, ragan (the guide's example
                   objective, crates/models/examples/ragan.rs) or all; every objective runs
                   with the seed's Adam and one D step per G step, so steps compare like for like
-  --iters N       timed iterations per run (default: 10 seed, 100 small), after warm-up
+  --iters N       timed iterations per run (default: 10 seed, 100 small, 200 fast), after warm-up
   --rounds R      runs of each implementation, alternating (default 3); medians are reported
-  --compare-torch run ../shared/bench/torch_gan.py (or PATH) with the same objective too,
-                  alternating with kusari (it has ebgan, gan, lsgan and hinge)
+  --compare-torch run ../shared/bench/torch_gan.py (or PATH; for fast, scripts/torch_fast.py)
+                  with the same objective too, alternating with kusari (they have ebgan, gan,
+                  lsgan and hinge), and time torch.matmul (MKL) on the MLP step's own products:
+                  the ceiling each step's GFLOP/s is shown against
   --reference     also time kusari's autograd engine (KUSARI_STEP=reference)
   --mnist DIR     MNIST folder (default: $MNIST_DIR, ../shared/data/mnist or data/mnist)
   --device D      the device of both kusari and PyTorch (default cpu; cuda builds kusari
@@ -49,7 +52,7 @@ struct Args {
 fn parse(args: &[String]) -> Result<Args> {
     let root = workspace_root();
     let mut a = Args {
-        configs: vec!["seed", "small"],
+        configs: vec!["seed", "small", "fast"],
         objectives: vec!["ebgan"],
         iters: None,
         rounds: 3,
@@ -70,8 +73,9 @@ fn parse(args: &[String]) -> Result<Args> {
                 a.configs = match value(i)?.as_str() {
                     "seed" => vec!["seed"],
                     "small" => vec!["small"],
-                    "all" => vec!["seed", "small"],
-                    other => bail!("--config takes seed, small or all, not `{other}`"),
+                    "fast" => vec!["fast"],
+                    "all" => vec!["seed", "small", "fast"],
+                    other => bail!("--config takes seed, small, fast or all, not `{other}`"),
                 };
                 i += 1;
             }
@@ -156,6 +160,8 @@ fn mnist_dir(explicit: Option<&Path>) -> Option<PathBuf> {
 /// One timed run of one implementation.
 struct Run {
     sec_per_iter: f64,
+    /// Real images per iteration.
+    batch: f64,
     peak_rss: Option<f64>,
     phases: Vec<(String, f64)>,
     gflop: Option<f64>,
@@ -243,7 +249,12 @@ fn run_kusari(bin: &Path, job: &Job<'_>, reference: bool) -> Result<Run> {
         })
         .unwrap_or_default();
     Ok(Run {
-        sec_per_iter: v["sec_per_iter"].as_f64().context("no sec_per_iter")?,
+        // The median, as PyTorch's scripts report theirs.
+        sec_per_iter: v["median_sec_per_iter"]
+            .as_f64()
+            .or_else(|| v["sec_per_iter"].as_f64())
+            .context("no sec_per_iter")?,
+        batch: v["batch"].as_f64().unwrap_or(100.0),
         peak_rss: v["peak_rss_bytes"].as_f64(),
         phases,
         gflop: v["gflop_per_iter"].as_f64(),
@@ -260,6 +271,16 @@ fn python() -> String {
 /// itself, so a wrapper reads `getrusage` after it finishes).
 fn run_torch(script: &Path, job: &Job<'_>, mnist: &Path) -> Result<Run> {
     let (ug, ud) = units(job.config);
+    let widths: Vec<String> = if job.config == "fast" {
+        Vec::new()
+    } else {
+        vec![
+            "--units-g".into(),
+            ug.to_string(),
+            "--units-d".into(),
+            ud.to_string(),
+        ]
+    };
     let wrapper = "import resource, runpy, sys\n\
                    sys.argv = sys.argv[1:]\n\
                    runpy.run_path(sys.argv[0], run_name='__main__')\n\
@@ -275,14 +296,8 @@ fn run_torch(script: &Path, job: &Job<'_>, mnist: &Path) -> Result<Run> {
             "--iters",
             &job.iters.to_string(),
         ])
-        .args([
-            "--device",
-            job.device,
-            "--units-g",
-            &ug.to_string(),
-            "--units-d",
-            &ud.to_string(),
-        ])
+        .args(["--device", job.device])
+        .args(&widths)
         .output()
         .with_context(|| {
             format!(
@@ -315,11 +330,114 @@ fn run_torch(script: &Path, job: &Job<'_>, mnist: &Path) -> Result<Run> {
     let threads = after("threads").unwrap_or("?");
     Ok(Run {
         sec_per_iter: sec,
+        batch: if job.config == "fast" { 50.0 } else { 100.0 },
         peak_rss: rss,
         phases: Vec::new(),
         gflop: None,
         label: format!("PyTorch {version} on {} ({threads} threads)", job.device),
     })
+}
+
+/// One matrix product of a step: `[m × k] · [k × n]`, A or B read through
+/// a transpose, done `count` times.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+struct Product {
+    m: usize,
+    k: usize,
+    n: usize,
+    a_t: bool,
+    b_t: bool,
+    count: usize,
+}
+
+/// The matrix products of one step of the MLP config `config` (4 hidden
+/// layers in each net, z-dim 3, batch 100, 784 pixels) for `objective`, as
+/// the fused step does them: each layer's forward, its weight gradient
+/// `xᵀ·δy`, and its input gradient `δy·Wᵀ` (none into the noise; below D's
+/// first layer only for L_G's fake rows; above it for L_D's 2N rows and
+/// L_G's N).
+fn step_products(config: &str, objective: &str) -> Vec<Product> {
+    let (ug, ud) = units(config);
+    let (n, z, img) = (100, 3, 784);
+    let head = if objective == "ebgan" { img } else { 1 };
+    let gen = [(z, ug), (ug, ug), (ug, ug), (ug, ug), (ug, img)];
+    let dis = [(img, ud), (ud, ud), (ud, ud), (ud, ud), (ud, head)];
+    let mut out = Vec::new();
+    let mut layer = |(inputs, outputs): (usize, usize), rows: usize, grad_rows: usize| {
+        let p = |m, k, n, a_t, b_t| Product {
+            m,
+            k,
+            n,
+            a_t,
+            b_t,
+            count: 1,
+        };
+        out.push(p(rows, inputs, outputs, false, false));
+        out.push(p(inputs, rows, outputs, true, false));
+        if grad_rows > 0 {
+            out.push(p(grad_rows, outputs, inputs, false, true));
+        }
+    };
+    for (i, l) in gen.iter().enumerate() {
+        layer(*l, n, if i == 0 { 0 } else { n });
+    }
+    for (i, l) in dis.iter().enumerate() {
+        layer(*l, 2 * n, if i == 0 { n } else { 3 * n });
+    }
+    out
+}
+
+/// What `torch.matmul` (MKL) does per second on each objective's step
+/// products, on `device`: the products' flops over the sum of their best
+/// times (contiguous operands, or transposed views where the step reads a
+/// transpose).
+fn mkl_ceiling<'a>(
+    config: &str,
+    objectives: &[&'a str],
+    device: &str,
+) -> Result<Vec<(&'a str, f64)>> {
+    let script = "import json, sys, time, torch\n\
+                  products, device = json.loads(sys.argv[1]), sys.argv[2]\n\
+                  total = 0.0\n\
+                  for p in products:\n\
+                  \x20   a = torch.randn(p['k'], p['m'], device=device).t() if p['a_t'] else torch.randn(p['m'], p['k'], device=device)\n\
+                  \x20   b = torch.randn(p['n'], p['k'], device=device).t() if p['b_t'] else torch.randn(p['k'], p['n'], device=device)\n\
+                  \x20   best = 1e9\n\
+                  \x20   for rep in range(7):\n\
+                  \x20       t = time.perf_counter(); torch.matmul(a, b)\n\
+                  \x20       if device.startswith('cuda'): torch.cuda.synchronize()\n\
+                  \x20       if rep: best = min(best, time.perf_counter() - t)\n\
+                  \x20   total += best * p['count']\n\
+                  print('seconds', total, 'threads', torch.get_num_threads())\n";
+    let mut out = Vec::new();
+    for objective in objectives {
+        let products = step_products(config, objective);
+        let flop: f64 = products
+            .iter()
+            .map(|p| 2.0 * (p.m * p.k * p.n * p.count) as f64)
+            .sum();
+        let result = Command::new(python())
+            .args(["-c", script])
+            .arg(serde_json::to_string(&products)?)
+            .arg(device)
+            .output()
+            .context("timing torch.matmul")?;
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        if !result.status.success() {
+            bail!(
+                "timing torch.matmul failed:\n{stdout}{}",
+                String::from_utf8_lossy(&result.stderr)
+            );
+        }
+        let seconds: f64 = stdout
+            .split_whitespace()
+            .skip_while(|w| *w != "seconds")
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("the torch.matmul timing printed no `seconds`")?;
+        out.push((*objective, flop / seconds / 1e9));
+    }
+    Ok(out)
 }
 
 fn units(config: &str) -> (usize, usize) {
@@ -349,6 +467,7 @@ fn loadavg() -> String {
 /// The medians of one objective's runs.
 struct Row {
     objective: &'static str,
+    images: f64,
     kusari: f64,
     gflop: Option<f64>,
     rss: Option<f64>,
@@ -388,7 +507,18 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     );
     let mut summary = Vec::new();
     for config in &a.configs {
-        let iters = a.iters.unwrap_or(if *config == "seed" { 10 } else { 100 });
+        let iters = a.iters.unwrap_or(match *config {
+            "seed" => 10,
+            "small" => 100,
+            _ => 200,
+        });
+        let script = a.torch.as_ref().map(|s| {
+            if *config == "fast" {
+                workspace_root().join("scripts/torch_fast.py")
+            } else {
+                s.clone()
+            }
+        });
         // kusari, PyTorch and the reference per objective, alternating every round.
         let mut runs: Vec<Vec<[Option<Run>; 3]>> = Vec::new();
         for round in 0..a.rounds {
@@ -404,7 +534,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 };
                 let kusari = run_kusari(&bin, &job, false)?;
                 line.push(format!("{objective} kusari {:.4}", kusari.sec_per_iter));
-                let torch = match (&a.torch, &mnist) {
+                let torch = match (&script, &mnist) {
                     (Some(script), Some(m)) if TORCH_OBJECTIVES.contains(objective) => {
                         let t = run_torch(script, &job, m)?;
                         line.push(format!("torch {:.4}", t.sec_per_iter));
@@ -437,6 +567,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 let first = runs[0][k][0].as_ref().expect("kusari ran");
                 Row {
                     objective,
+                    images: first.batch,
                     kusari: med(0).expect("kusari ran"),
                     gflop: first.gflop,
                     rss: runs
@@ -454,7 +585,13 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 }
             })
             .collect();
-        print_table(config, iters, a.rounds, &rows, &runs);
+        let ceiling = match (&a.torch, &mnist) {
+            (Some(_), Some(_)) if *config != "fast" => {
+                mkl_ceiling(config, &a.objectives, &a.device)?
+            }
+            _ => Vec::new(),
+        };
+        print_table(config, iters, a.rounds, &rows, &runs, &ceiling);
         let ebgan = rows
             .iter()
             .find(|r| r.objective == "ebgan")
@@ -484,30 +621,49 @@ fn print_table(
     rounds: usize,
     rows: &[Row],
     runs: &[Vec<[Option<Run>; 3]>],
+    ceiling: &[(&str, f64)],
 ) {
     println!("\n{config} config ({iters} timed iterations × {rounds} rounds, medians):");
     println!(
-        "  {:9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "objective", "s/iter", "images/s", "GFLOP/s", "peak RSS", "×EBGAN-PT", "PyTorch", "ratio"
+        "  {:9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "objective",
+        "s/iter",
+        "images/s",
+        "GFLOP/s",
+        "% MKL",
+        "peak RSS",
+        "×EBGAN-PT",
+        "PyTorch",
+        "ratio"
     );
     let ebgan = rows
         .iter()
         .find(|r| r.objective == "ebgan")
         .map(|r| r.kusari);
     for r in rows {
+        let gflops = r.gflop.map(|g| g / r.kusari);
+        let mkl = ceiling
+            .iter()
+            .find(|(o, _)| *o == r.objective)
+            .map(|(_, g)| *g);
         println!(
-            "  {:9} {:>9.4} {:>9.1} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "  {:9} {:>9.4} {:>9.1} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
             r.objective,
             r.kusari,
-            100.0 / r.kusari,
-            r.gflop
-                .map_or("?".into(), |g| format!("{:.1}", g / r.kusari)),
+            r.images / r.kusari,
+            gflops.map_or("?".into(), |g| format!("{g:.1}")),
+            gflops
+                .zip(mkl)
+                .map_or("—".into(), |(g, m)| format!("{:.0} %", 100.0 * g / m)),
             r.rss.map_or("?".into(), |b| format!("{:.0} MB", b / 1e6)),
             ebgan.map_or("—".into(), |e| format!("{:.2}", r.kusari / e)),
             r.torch.map_or("—".into(), |t| format!("{t:.4}")),
             r.torch
                 .map_or("—".into(), |t| format!("{:.3}", r.kusari / t)),
         );
+    }
+    for (objective, g) in ceiling {
+        println!("  MKL (torch.matmul) on the {objective} step's products: {g:.1} GFLOP/s");
     }
     if let Some(r) = rows.first() {
         println!("  kusari ran as: {}", r.label);

@@ -38,12 +38,18 @@ fn main() -> ExitCode {
 /// in a training step, so the worker spins all the time, and on a small
 /// machine it takes a core from the step's convolution threads: without it
 /// the conv `fast` step runs about a quarter faster on 2 cores
-/// (docs/performance.md). A count the user set is kept.
+/// (docs/performance.md). And candle sizes every matrix product's threads
+/// from `RAYON_NUM_THREADS`, else by reading /proc/cpuinfo again for each
+/// product: the count rayon would take anyway, set once, spares that. Counts
+/// the user set are kept.
 fn keep_candle_ops_on_the_calling_thread() {
-    const VAR: &str = "CANDLE_NUM_THREADS";
-    if std::env::var_os(VAR).is_none() {
-        // First thing in main, before any other thread exists to read the environment.
-        std::env::set_var(VAR, "1");
+    // First thing in main, before any other thread exists to read the environment.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }
 

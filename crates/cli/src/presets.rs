@@ -2,7 +2,7 @@
 //! after ten minutes of training on a 2-core CPU. docs/results/presets.md
 //! records what was measured, with the commands, and what is left to try.
 
-use kusari_models::{Arch, Config, ObjectiveConfig};
+use kusari_models::{Arch, Config};
 
 use crate::args::Preset;
 
@@ -33,28 +33,10 @@ pub fn default_arch(preset: Preset) -> Arch {
 /// - MLP (`--arch mlp`): z-dim 64, two hidden layers in each net, G 2×1024 /
 ///   D 2×256, the best MLP measured: FID 379 ± 31 and IS 6.5 over three
 ///   seeds, where the seed's configuration judged FID 790, IS 4.6.
+///
+/// The nets' part is `Config::make_fast`, which the benchmarks share.
 pub fn apply_fast(model: &mut Config, arch: Arch) {
-    let nets = &mut model.model;
-    nets.dis.dropout = 0.0;
-    if let ObjectiveConfig::Ebgan(ebgan) = &mut model.objective {
-        ebgan.margin = 1.0;
-    }
-    match arch {
-        Arch::Mlp => {
-            nets.z_dim = 64;
-            nets.gen.layers = 2;
-            nets.dis.layers = 2;
-            nets.gen.units = 1024;
-            nets.dis.units = 256;
-        }
-        Arch::Conv => {
-            nets.z_dim = 6;
-            nets.gen.units = 32;
-            nets.dis.units = 8;
-            nets.dis.code_dim = 64;
-            model.batch_size = 50;
-        }
-    }
+    model.make_fast(arch);
 }
 
 /// The moving average of G's weights `fast` keeps (`--gen-ema`): for the

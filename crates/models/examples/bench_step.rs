@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p kusari-models --example bench_step -- \
-//!     --config seed|small [--objective ebgan|gan|lsgan|hinge|wgan|ragan] [--dis-steps K]
+//!     --config seed|small|fast [--objective ebgan|gan|lsgan|hinge|wgan|ragan] [--dis-steps K]
 //!     [--iters N] [--warmup N] [--window N] [--mnist DIR] [--device cpu|cuda]
 //! ```
 //!
@@ -13,8 +13,8 @@
 //! compare like for like.
 //! `KUSARI_STEP=reference` times the autograd engine instead of the fused one.
 //! Prints a human line and a last line `BENCH_JSON {...}` with seconds per
-//! iteration (the mean, and the fastest window of `--window` steps, default
-//! 10), the step's arithmetic (GFLOP), peak RSS (VmHWM) and, on the fast CPU
+//! iteration (the mean, the median, and the fastest window of `--window`
+//! steps, default 10), the step's arithmetic (GFLOP), peak RSS (VmHWM) and, on the fast CPU
 //! path, seconds per phase.
 
 use std::path::PathBuf;
@@ -82,13 +82,16 @@ fn parse() -> Result<Args> {
     Ok(a)
 }
 
-/// The seed's nets (G 3200, D 1024) or the small ones (G 400, D 128),
-/// Adam 1e-3/β1 0.5 and one D step per G step whatever the objective.
+/// The seed's nets (G 3200, D 1024), the small ones (G 400, D 128) or the
+/// `fast` preset's conv nets (G 32, D 8 channels, a 64-value code, z-dim 6,
+/// batch 50, margin 1), with Adam 1e-3/β1 0.5 and one D step per G step
+/// whatever the objective.
 fn config(name: &str, objective: &str) -> Result<(Config, Box<dyn Objective>)> {
     let model = match name {
         "seed" => ModelConfig::default(),
         "small" => ModelConfig::mlp_with_units(400, 128),
-        other => bail!("unknown config {other}; use seed or small"),
+        "fast" => ModelConfig::conv(kusari_models::ImageShape::MNIST),
+        other => bail!("unknown config {other}; use seed, small or fast"),
     };
     let (kind, rule): (ObjectiveConfig, Box<dyn Objective>) = if objective == "ragan" {
         (ObjectiveConfig::Gan, Box::new(ragan::RaGan))
@@ -98,19 +101,31 @@ fn config(name: &str, objective: &str) -> Result<(Config, Box<dyn Objective>)> {
         (kind, rule)
     };
     let adam = OptimizerConfig::seed_adam();
-    let config = Config {
+    let mut config = Config {
         model,
         objective: kind,
         gen_optimizer: adam,
         dis_optimizer: adam,
         ..Config::default()
     };
+    if name == "fast" {
+        config.make_fast(kusari_models::Arch::Conv);
+    }
+    // The objective's own settings follow the preset (EBGAN's margin).
+    let rule = if objective == "ragan" {
+        rule
+    } else {
+        objective::from_config(&config.objective)
+    };
     Ok((config, rule))
 }
 
 /// Multiply-adds of the matrix products in one step (as PyTorch does them:
-/// no gradient that is then thrown away).
-fn step_macs(c: &Config) -> f64 {
+/// no gradient that is then thrown away); counted for the MLP nets only.
+fn step_macs(c: &Config) -> Option<f64> {
+    if c.model.arch != kusari_models::Arch::Mlp {
+        return None;
+    }
     let (g, d, z, img) = (
         &c.model.gen,
         &c.model.dis,
@@ -133,7 +148,7 @@ fn step_macs(c: &Config) -> f64 {
     // A step that trains D alone: G's forward, then D's forward, weight
     // gradients and L_D's input gradients above the first layer.
     let dis_only = n * g_fwd + 2.0 * n * d_fwd * 2.0 + 2.0 * n * (d_fwd - d_first);
-    joint + (c.dis_steps - 1) as f64 * dis_only
+    Some(joint + (c.dis_steps - 1) as f64 * dis_only)
 }
 
 fn peak_rss_bytes() -> Option<u64> {
@@ -152,6 +167,16 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn main() -> Result<()> {
+    // As the `kusari` binary does (see its main): candle's element-wise
+    // worker would otherwise spin beside the conv step's threads, and
+    // candle would read /proc/cpuinfo for every matrix product.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     let args = parse()?;
     let (mut config, objective) = config(&args.config, &args.objective)?;
     config.dis_steps = args.dis_steps;
@@ -195,8 +220,12 @@ fn main() -> Result<()> {
     // closest thing to the idle speed (the mean counts the time others took).
     let mut best = f64::INFINITY;
     let mut window = Instant::now();
+    // Each iteration's own time, for the median (PyTorch's scripts report theirs).
+    let mut each = Vec::with_capacity(args.iters);
     for i in 0..args.iters {
+        let t = Instant::now();
         step(&mut updater)?;
+        each.push(t.elapsed().as_secs_f64());
         if (i + 1) % args.window == 0 {
             best = best.min(window.elapsed().as_secs_f64() / args.window as f64);
             window = Instant::now();
@@ -204,10 +233,12 @@ fn main() -> Result<()> {
     }
     device.synchronize()?;
     let per_iter = start.elapsed().as_secs_f64() / args.iters as f64;
+    each.sort_by(f64::total_cmp);
+    let median = each[each.len() / 2];
     let cpu_per_iter = cpu_seconds()
         .zip(cpu_start)
         .map(|(end, start)| (end - start) / args.iters as f64);
-    let gflop = 2.0 * step_macs(&config) / 1e9;
+    let gflop = step_macs(&config).map(|m| 2.0 * m / 1e9);
     let phases: Vec<(String, f64)> = updater
         .core()
         .fused_profile()
@@ -221,12 +252,12 @@ fn main() -> Result<()> {
     let rss = peak_rss_bytes();
     let path = if fast { "fused" } else { "autograd" };
     println!(
-        "kusari {} {} ({path} step, {}, {data_name}): {per_iter:.4} s/iter, {:.1} images/s, {:.1} GFLOP/s, peak RSS {} MB, CPU {} s/iter, best {}-step window {} s/iter; dis/loss {:.4}",
+        "kusari {} {} ({path} step, {}, {data_name}): {per_iter:.4} s/iter, {:.1} images/s, {} GFLOP/s, peak RSS {} MB, CPU {} s/iter, best {}-step window {} s/iter; dis/loss {:.4}",
         args.config,
         args.objective,
         args.device,
         (config.batch_size * config.dis_steps) as f64 / per_iter,
-        gflop / per_iter,
+        gflop.map_or("?".into(), |g| format!("{:.1}", g / per_iter)),
         rss.map_or("?".into(), |b| format!("{:.0}", b as f64 / 1e6)),
         cpu_per_iter.map_or("?".into(), |c| format!("{c:.3}")),
         args.window,
@@ -247,6 +278,7 @@ fn main() -> Result<()> {
         "iters": args.iters,
         "batch": config.batch_size,
         "sec_per_iter": per_iter,
+        "median_sec_per_iter": median,
         "cpu_sec_per_iter": cpu_per_iter,
         "best_window_sec_per_iter": best.is_finite().then_some(best),
         "gflop_per_iter": gflop,

@@ -5,7 +5,8 @@
 
 use std::marker::PhantomData;
 
-use super::small_gemm;
+use super::simd::{self, Level};
+use super::{small_gemm, small_gemm512};
 
 /// A read-only view of an f32 matrix with arbitrary strides.
 #[derive(Clone, Copy, Debug)]
@@ -130,9 +131,15 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// `dst = a · b`, or `dst += a · b` when `accumulate`; one thread. With
-/// AVX2 at hand [`small_gemm::product`], else the `gemm` crate.
+/// `dst = a · b`, or `dst += a · b` when `accumulate`; one thread, on the
+/// widest path [`simd::level`] allows: the AVX-512 kernel, the AVX2 kernel
+/// (the same bits), or the `gemm` crate.
 pub fn gemm(dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    gemm_at(simd::level(), dst, a, b, accumulate)
+}
+
+/// [`gemm`] on the path of `level` (which the CPU must support).
+pub fn gemm_at(level: Level, dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
     assert!(
         a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
         "gemm shapes: [{}×{}]·[{}×{}] into [{}×{}]",
@@ -169,14 +176,18 @@ pub fn gemm(dst: &mut MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool
         c: dst.ptr,
         c_rs: dst.rs,
     };
+    assert!(
+        level <= Level::detected(),
+        "{level:?} products on a CPU without them"
+    );
     // SAFETY: the views were built from borrowed slices with checked
-    // bounds, dst is borrowed exclusively, and the shapes agree; the kernel
-    // is taken only where AVX2 and FMA exist (checked).
+    // bounds, dst is borrowed exclusively, and the shapes agree; each kernel
+    // is taken only where its instructions exist (checked just above).
     unsafe {
-        if small_gemm::available() {
-            small_gemm::product(o, accumulate);
-        } else {
-            gemm_crate_product(o, accumulate);
+        match level {
+            Level::Avx512 => small_gemm512::product(o, accumulate),
+            Level::Avx2 => small_gemm::product(o, accumulate),
+            Level::Portable => gemm_crate_product(o, accumulate),
         }
     }
 }
@@ -245,6 +256,97 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
         let want = naive(&a, &b, m, k, n);
         (a, b, want, vec![1f32; m * n])
+    }
+
+    /// Every level the CPU has against a naive loop in f64 (≤ 1e-5 of the
+    /// largest value): every tile edge (rows and columns past whole tiles,
+    /// k = 1, k past a block), plain and accumulating, A and B read directly
+    /// or through their transposes, C a block of a wider matrix; and the
+    /// AVX-512 and AVX2 kernels bit for bit alike.
+    #[test]
+    fn every_level_matches_a_naive_loop_on_every_edge() {
+        let levels: Vec<Level> = [Level::Portable, Level::Avx2, Level::Avx512]
+            .into_iter()
+            .filter(|l| *l <= Level::detected())
+            .collect();
+        eprintln!("levels on this CPU: {levels:?}");
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 5, 3),
+            (9, 300, 20),
+            (13, 40, 37),
+            (100, 33, 112),
+            (6, 9, 16),
+            (8, 1, 32),
+            (17, 2, 33),
+            (13, 40, 26),
+            (64, 600, 49),
+            (3, 257, 15),
+            (25, 7, 65),
+        ] {
+            let a = values(m * k, 1);
+            let at: Vec<f32> = (0..k * m).map(|q| a[(q % m) * k + q / m]).collect();
+            let b = values(k * n, 2);
+            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+            let want: Vec<f64> = (0..m * n)
+                .map(|q| {
+                    let (i, j) = (q / n, q % n);
+                    (0..k)
+                        .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
+                        .sum()
+                })
+                .collect();
+            let scale = want.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
+            // C is columns 2..2+n of a wider matrix, the rest never touched.
+            let width = n + 5;
+            let old = values(m * width, 3);
+            for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                let av = if a_t {
+                    MatRef::new(&at, k, m).t()
+                } else {
+                    MatRef::new(&a, m, k)
+                };
+                let bv = if b_t {
+                    MatRef::new(&bt, n, k).t()
+                } else {
+                    MatRef::new(&b, k, n)
+                };
+                let mut bits: Option<Vec<u32>> = None;
+                for &level in &levels {
+                    for accumulate in [false, true] {
+                        let mut c = old.clone();
+                        // SAFETY: rows of `width` values, columns 2..2+n exist.
+                        let mut dst =
+                            unsafe { MatMut::from_raw(c.as_mut_ptr().add(2), m, n, width) };
+                        gemm_at(level, &mut dst, av, bv, accumulate);
+                        for i in 0..m {
+                            for j in 0..width {
+                                let got = c[i * width + j];
+                                let before = old[i * width + j];
+                                if !(2..2 + n).contains(&j) {
+                                    assert_eq!(got, before, "{level:?} wrote outside C");
+                                    continue;
+                                }
+                                let expect = want[i * n + j - 2]
+                                    + if accumulate { f64::from(before) } else { 0.0 };
+                                assert!(
+                                    (f64::from(got) - expect).abs() <= 1e-5 * scale,
+                                    "{level:?} {m}×{k}·{k}×{n} (aᵀ {a_t}, bᵀ {b_t}, acc {accumulate}) \
+                                     [{i},{j}]: {got} vs {expect}"
+                                );
+                            }
+                        }
+                        if level >= Level::Avx2 && !accumulate {
+                            let now: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+                            match &bits {
+                                Some(prev) => assert_eq!(prev, &now, "AVX-512 and AVX2 differ"),
+                                None => bits = Some(now),
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -359,6 +461,7 @@ mod tests {
                 c_rs: n,
             };
             let mut ours = f64::MAX;
+            let mut wide = f64::MAX;
             let mut theirs = f64::MAX;
             for _ in 0..reps / 20 {
                 let t = Instant::now();
@@ -366,6 +469,13 @@ mod tests {
                     unsafe { small_gemm::product(o, false) };
                 }
                 ours = ours.min(t.elapsed().as_secs_f64() / 20.0);
+                if Level::detected() == Level::Avx512 {
+                    let t = Instant::now();
+                    for _ in 0..20 {
+                        unsafe { small_gemm512::product(o, false) };
+                    }
+                    wide = wide.min(t.elapsed().as_secs_f64() / 20.0);
+                }
                 let t = Instant::now();
                 for _ in 0..20 {
                     unsafe { gemm_crate_product(o, false) };
@@ -374,7 +484,8 @@ mod tests {
             }
             let gf = 2.0 * (m * n * k) as f64 / 1e9;
             eprintln!(
-                "{name}: ours {:.1} GFLOP/s, gemm {:.1} GFLOP/s",
+                "{name}: AVX-512 {:.1} GFLOP/s, AVX2 {:.1} GFLOP/s, gemm {:.1} GFLOP/s",
+                gf / wide,
                 gf / ours,
                 gf / theirs
             );

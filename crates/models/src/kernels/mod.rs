@@ -73,6 +73,7 @@ pub(crate) mod matmul;
 mod pool;
 pub(crate) mod simd;
 mod small_gemm;
+mod small_gemm512;
 pub(crate) mod spectral;
 pub(crate) mod storage;
 #[cfg(test)]

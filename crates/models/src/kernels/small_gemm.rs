@@ -19,20 +19,9 @@ use std::arch::x86_64::*;
 const MR: usize = 6;
 /// Columns of C per register tile (two AVX vectors).
 const NR: usize = 16;
-/// Products of A's columns and B's rows summed per pass over C.
-const KC: usize = 256;
-
-/// Whether [`product`] can run here (AVX2 and FMA).
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
+/// Products of A's columns and B's rows summed per pass over C (the
+/// AVX-512 kernel uses the same blocks, so both give the same bits).
+pub(super) const KC: usize = 256;
 
 /// The operands of one product: `m × k` A with strides `a_rs`, `a_cs`;
 /// `k × n` B with strides `b_rs`, `b_cs`; `m × n` C with row stride `c_rs`
@@ -64,7 +53,7 @@ thread_local! {
 /// `C = A·B`, or `C += A·B` when `accumulate`.
 ///
 /// # Safety
-/// [`available`] must be true; every element the shapes and strides reach
+/// The CPU must have AVX2 and FMA; every element the shapes and strides reach
 /// must be valid, C's writable and not aliased by A or B.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -224,7 +213,7 @@ unsafe fn pack(panel: &mut [PanelRow], o: Operands, j: usize, nr: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(super) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
     let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -253,7 +242,7 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// Stand-in where AVX2 does not exist; [`available`] is false there.
+/// Stand-in where AVX2 does not exist (never at `simd::Level::Avx2`).
 ///
 /// # Safety
 /// Never to be called.
@@ -355,101 +344,6 @@ unsafe fn tile<const R: usize, const V: usize, const FULL: bool>(t: Tile) {
                 } else {
                     _mm256_maskstore_ps(c.add(8 * h), mask[h], *v);
                 }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernels::testing::assert_close;
-
-    /// `a · b` by candle's matmul.
-    fn candle(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        use candle_core::{Device, Tensor};
-        let a = Tensor::from_slice(a, (m, k), &Device::Cpu).unwrap();
-        let b = Tensor::from_slice(b, (k, n), &Device::Cpu).unwrap();
-        a.matmul(&b)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    }
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 506.5 - 1.0)
-            .collect()
-    }
-
-    /// Against candle's matmul: every tile shape (full and partial rows and
-    /// columns), plain and accumulating, with A and B read directly or
-    /// through their transposes.
-    #[test]
-    fn products_match_candle_for_every_edge() {
-        if !available() {
-            eprintln!("skipped: no AVX2/FMA on this CPU");
-            return;
-        }
-        for (m, k, n) in [
-            (1, 1, 1),
-            (7, 5, 3),
-            (9, 300, 20),
-            (13, 40, 37),
-            (100, 33, 112),
-            (6, 9, 16),
-            (13, 40, 26),
-            (64, 300, 49),
-        ] {
-            let a = values(m * k, 1);
-            let at: Vec<f32> = (0..k * m).map(|q| a[(q % m) * k + q / m]).collect();
-            let b = values(k * n, 2);
-            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
-            let want = candle(&a, &b, m, k, n);
-            for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
-                let mut c = values(m * n, 3);
-                let old = c.clone();
-                let (ap, a_rs, a_cs) = if a_t {
-                    (at.as_ptr(), 1, m as isize)
-                } else {
-                    (a.as_ptr(), k as isize, 1)
-                };
-                let (bp, b_rs, b_cs) = if b_t {
-                    (bt.as_ptr(), 1, k as isize)
-                } else {
-                    (b.as_ptr(), n as isize, 1)
-                };
-                let o = Operands {
-                    m,
-                    n,
-                    k,
-                    a: ap,
-                    a_rs,
-                    a_cs,
-                    b: bp,
-                    b_rs,
-                    b_cs,
-                    c: c.as_mut_ptr(),
-                    c_rs: n,
-                };
-                // SAFETY: AVX2 checked; the operands are the vectors above.
-                unsafe { product(o, false) };
-                assert_close(&c, &want, 1e-5, "product");
-                c.copy_from_slice(&old);
-                // SAFETY: as above.
-                unsafe {
-                    product(
-                        Operands {
-                            c: c.as_mut_ptr(),
-                            ..o
-                        },
-                        true,
-                    )
-                };
-                let sum: Vec<f32> = want.iter().zip(&old).map(|(w, o)| w + o).collect();
-                assert_close(&c, &sum, 1e-5, "accumulated product");
             }
         }
     }
