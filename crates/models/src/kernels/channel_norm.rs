@@ -57,6 +57,49 @@ fn channel_values(
     })
 }
 
+/// Independent running sums of the f64 reductions: additions that need
+/// not wait on one another (one sum alone waits four cycles per value).
+const LANES: usize = 8;
+
+/// `Σ f(a)` over `values` in f64, in [`LANES`] running sums (a fixed
+/// order for a given length).
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for l in 0..LANES {
+            acc[l] += f(f64::from(chunk[l]));
+        }
+    }
+    for (l, &a) in tail.iter().enumerate() {
+        acc[l] += f(f64::from(a));
+    }
+    acc.iter().sum()
+}
+
+/// `(Σ d, Σ d·(x − mean))` over a channel's values in f64, in [`LANES`]
+/// running sums.
+#[inline(always)]
+fn lane_grad_sums(d: &[f32], x: &[f32], mean: f64) -> (f64, f64) {
+    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
+    let (dc, xc) = (d.chunks_exact(LANES), x.chunks_exact(LANES));
+    let tail = dc.remainder().iter().zip(xc.remainder());
+    for (d, x) in dc.zip(xc) {
+        for l in 0..LANES {
+            let dv = f64::from(d[l]);
+            a[l] += dv;
+            b[l] += dv * (f64::from(x[l]) - mean);
+        }
+    }
+    for (l, (&d, &x)) in tail.enumerate() {
+        a[l] += f64::from(d);
+        b[l] += f64::from(d) * (f64::from(x) - mean);
+    }
+    (a.iter().sum(), b.iter().sum())
+}
+
 /// Per-channel `(mean, biased variance)`.
 fn stats(x: &[f32], shape: (usize, usize, usize)) -> Vec<(f64, f64)> {
     let (n, c_count, plane) = shape;
@@ -64,14 +107,16 @@ fn stats(x: &[f32], shape: (usize, usize, usize)) -> Vec<(f64, f64)> {
     (0..c_count)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = channel_values(x, shape, c)
-                .map(|v| v.iter().map(|&a| a as f64).sum::<f64>())
-                .sum();
-            let mean = sum / m;
-            let sq: f64 = channel_values(x, shape, c)
-                .map(|v| v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>())
-                .sum();
-            (mean, sq / m)
+            super::simd::with_avx2(|| {
+                let sum: f64 = channel_values(x, shape, c)
+                    .map(|v| lane_sum(v, |a| a))
+                    .sum();
+                let mean = sum / m;
+                let sq: f64 = channel_values(x, shape, c)
+                    .map(|v| lane_sum(v, |a| (a - mean) * (a - mean)))
+                    .sum();
+                (mean, sq / m)
+            })
         })
         .collect()
 }
@@ -213,14 +258,15 @@ impl CustomOp3 for NormalizeTrainGrad {
             .into_par_iter()
             .map(|c| {
                 let (mean, r) = (p.mean[c] as f64, p.inv_std(c, self.eps));
-                channel_values(dy, shape, c)
-                    .zip(channel_values(x, shape, c))
-                    .fold((0.0, 0.0), |(sd, sdx), (d, x)| {
-                        let (a, b) = d.iter().zip(x).fold((0.0, 0.0), |(a, b), (&d, &x)| {
-                            (a + d as f64, b + d as f64 * (x as f64 - mean) * r)
-                        });
-                        (sd + a, sdx + b)
-                    })
+                let (sd, sdx) = super::simd::with_avx2(|| {
+                    channel_values(dy, shape, c)
+                        .zip(channel_values(x, shape, c))
+                        .fold((0.0, 0.0), |(sd, sdx), (d, x)| {
+                            let (a, b) = lane_grad_sums(d, x, mean);
+                            (sd + a, sdx + b)
+                        })
+                });
+                (sd, sdx * r)
             })
             .collect();
         // ∂x = k·dy + a·(x − μ) + b per channel, with k = γr,
