@@ -468,6 +468,7 @@ fn loadavg() -> String {
 struct Row {
     objective: &'static str,
     images: f64,
+    torch_rss: Option<f64>,
     kusari: f64,
     gflop: Option<f64>,
     rss: Option<f64>,
@@ -568,6 +569,10 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 Row {
                     objective,
                     images: first.batch,
+                    torch_rss: runs
+                        .iter()
+                        .filter_map(|r| r[k][1].as_ref().and_then(|x| x.peak_rss))
+                        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))),
                     kusari: med(0).expect("kusari ran"),
                     gflop: first.gflop,
                     rss: runs
@@ -625,7 +630,7 @@ fn print_table(
 ) {
     println!("\n{config} config ({iters} timed iterations × {rounds} rounds, medians):");
     println!(
-        "  {:9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "  {:9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>11}",
         "objective",
         "s/iter",
         "images/s",
@@ -634,7 +639,8 @@ fn print_table(
         "peak RSS",
         "×EBGAN-PT",
         "PyTorch",
-        "ratio"
+        "ratio",
+        "PyTorch RSS"
     );
     let ebgan = rows
         .iter()
@@ -647,7 +653,7 @@ fn print_table(
             .find(|(o, _)| *o == r.objective)
             .map(|(_, g)| *g);
         println!(
-            "  {:9} {:>9.4} {:>9.1} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "  {:9} {:>9.4} {:>9.1} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>11}",
             r.objective,
             r.kusari,
             r.images / r.kusari,
@@ -660,6 +666,8 @@ fn print_table(
             r.torch.map_or("—".into(), |t| format!("{t:.4}")),
             r.torch
                 .map_or("—".into(), |t| format!("{:.3}", r.kusari / t)),
+            r.torch_rss
+                .map_or("—".into(), |b| format!("{:.0} MB", b / 1e6)),
         );
     }
     for (objective, g) in ceiling {
