@@ -25,7 +25,8 @@ const USAGE: &str = "usage: cargo xtask bench [--config seed|small|fast|all] [--
   --rounds R      runs of each implementation, alternating (default 3); medians are reported
   --compare-torch run ../shared/bench/torch_gan.py (or PATH; for fast, scripts/torch_fast.py)
                   with the same objective too, alternating with kusari (they have ebgan, gan,
-                  lsgan and hinge), and time torch.matmul (MKL) on the MLP step's own products:
+                  lsgan and hinge), and time torch.matmul (MKL) on the step's own products
+                  (the MLP's layers; the conv step's as its kernels counted them, batched):
                   the ceiling each step's GFLOP/s is shown against
   --reference     also time kusari's autograd engine (KUSARI_STEP=reference)
   --mnist DIR     MNIST folder (default: $MNIST_DIR, ../shared/data/mnist or data/mnist)
@@ -165,6 +166,8 @@ struct Run {
     peak_rss: Option<f64>,
     phases: Vec<(String, f64)>,
     gflop: Option<f64>,
+    /// The products the step's kernels counted (the conv step's), if any.
+    products: Vec<Product>,
     label: String,
 }
 
@@ -258,6 +261,7 @@ fn run_kusari(bin: &Path, job: &Job<'_>, reference: bool) -> Result<Run> {
         peak_rss: v["peak_rss_bytes"].as_f64(),
         phases,
         gflop: v["gflop_per_iter"].as_f64(),
+        products: serde_json::from_value(v["products"].clone()).unwrap_or_default(),
         label: format!("kusari ({} step)", v["path"].as_str().unwrap_or("?")),
     })
 }
@@ -334,13 +338,14 @@ fn run_torch(script: &Path, job: &Job<'_>, mnist: &Path) -> Result<Run> {
         peak_rss: rss,
         phases: Vec::new(),
         gflop: None,
+        products: Vec::new(),
         label: format!("PyTorch {version} on {} ({threads} threads)", job.device),
     })
 }
 
 /// One matrix product of a step: `[m × k] · [k × n]`, A or B read through
 /// a transpose, done `count` times.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Product {
     m: usize,
     k: usize,
@@ -390,28 +395,34 @@ fn step_products(config: &str, objective: &str) -> Vec<Product> {
 /// What `torch.matmul` (MKL) does per second on each objective's step
 /// products, on `device`: the products' flops over the sum of their best
 /// times (contiguous operands, or transposed views where the step reads a
-/// transpose).
+/// transpose; a product the step does `count` times per sample of a batch,
+/// as the conv step's patch products, as one batched `torch.matmul`).
+/// `products` gives each objective's list.
 fn mkl_ceiling<'a>(
-    config: &str,
     objectives: &[&'a str],
     device: &str,
+    products: impl Fn(&str) -> Vec<Product>,
 ) -> Result<Vec<(&'a str, f64)>> {
     let script = "import json, sys, time, torch\n\
                   products, device = json.loads(sys.argv[1]), sys.argv[2]\n\
                   total = 0.0\n\
                   for p in products:\n\
-                  \x20   a = torch.randn(p['k'], p['m'], device=device).t() if p['a_t'] else torch.randn(p['m'], p['k'], device=device)\n\
-                  \x20   b = torch.randn(p['n'], p['k'], device=device).t() if p['b_t'] else torch.randn(p['k'], p['n'], device=device)\n\
+                  \x20   batch = [p['count']] if p['count'] > 1 else []\n\
+                  \x20   a = torch.randn(*batch, p['k'], p['m'], device=device).transpose(-1, -2) if p['a_t'] else torch.randn(*batch, p['m'], p['k'], device=device)\n\
+                  \x20   b = torch.randn(*batch, p['n'], p['k'], device=device).transpose(-1, -2) if p['b_t'] else torch.randn(*batch, p['k'], p['n'], device=device)\n\
                   \x20   best = 1e9\n\
                   \x20   for rep in range(7):\n\
                   \x20       t = time.perf_counter(); torch.matmul(a, b)\n\
                   \x20       if device.startswith('cuda'): torch.cuda.synchronize()\n\
                   \x20       if rep: best = min(best, time.perf_counter() - t)\n\
-                  \x20   total += best * p['count']\n\
+                  \x20   total += best\n\
                   print('seconds', total, 'threads', torch.get_num_threads())\n";
     let mut out = Vec::new();
     for objective in objectives {
-        let products = step_products(config, objective);
+        let products = products(objective);
+        if products.is_empty() {
+            continue;
+        }
         let flop: f64 = products
             .iter()
             .map(|p| 2.0 * (p.m * p.k * p.n * p.count) as f64)
@@ -591,9 +602,19 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             })
             .collect();
         let ceiling = match (&a.torch, &mnist) {
-            (Some(_), Some(_)) if *config != "fast" => {
-                mkl_ceiling(config, &a.objectives, &a.device)?
+            (Some(_), Some(_)) if *config == "fast" => {
+                // The conv step's products, as its kernels counted them.
+                mkl_ceiling(&a.objectives, &a.device, |objective| {
+                    rows.iter()
+                        .position(|r| r.objective == objective)
+                        .and_then(|k| runs[0][k][0].as_ref())
+                        .map(|run| run.products.clone())
+                        .unwrap_or_default()
+                })?
             }
+            (Some(_), Some(_)) => mkl_ceiling(&a.objectives, &a.device, |objective| {
+                step_products(config, objective)
+            })?,
             _ => Vec::new(),
         };
         print_table(config, iters, a.rounds, &rows, &runs, &ceiling);

@@ -2,7 +2,7 @@
 //!
 //! - `train-ebgan [ARGS…]` / `train-gan [ARGS…]`: build the release binary and
 //!   run `kusari train ebgan|gan --preset seed ARGS…` (later flags override the preset).
-//! - `bench [--config seed|small|all] [--objective NAME|all] [--compare-torch [PATH]] …`:
+//! - `bench [--config seed|small|fast|all] [--objective NAME|all] [--compare-torch [PATH]] …`:
 //!   time the training step of each objective, beside PyTorch (see `docs/performance.md`).
 //! - `experiment <bn|activation|pt|margin> [OPTIONS] [-- FLAGS…]`: train a
 //!   grid of configurations × seeds on MNIST, judge each, and write
@@ -39,8 +39,8 @@ fn usage() -> &'static str {
 commands:
   train-ebgan [ARGS…]   build kusari (release) and train the seed EBGAN; ARGS go to `kusari train`
   train-gan [ARGS…]     the same for the seed GAN
-  bench [--config seed|small|all] [--objective NAME|all] [--iters N] [--rounds R] [--compare-torch [PATH]]
-                        time each objective's training step (s/iter, images/s, GFLOP/s, peak RSS),
+  bench [--config seed|small|fast|all] [--objective NAME|all] [--iters N] [--rounds R] [--compare-torch [PATH]]
+                        time each objective's training step (s/iter, images/s, GFLOP/s, % of MKL, peak RSS),
                         alternating with the PyTorch reference; see docs/performance.md
   experiment <bn|activation|pt|margin> [--seeds N] [--epochs E] [--runs-dir DIR] [--doc FILE] [-- FLAGS…]
                         train a grid × seeds on MNIST ($MNIST_DIR) with the release kusari and

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use kusari_models::kernels::tally;
 use kusari_models::objective::{self, Objective};
 use kusari_models::{Config, ModelConfig, Nets, ObjectiveConfig, OptimizerConfig};
 use kusari_trainer::datasets::{mnist, PixelRange, Split};
@@ -210,6 +211,17 @@ fn main() -> Result<()> {
     for _ in 0..args.warmup {
         step(&mut updater)?;
     }
+    // The conv step's products, counted by its kernels over one more
+    // (untimed) iteration; the MLP's are counted from the config below.
+    let products = if config.model.arch == kusari_models::Arch::Conv {
+        tally::start();
+        let stepped = step(&mut updater);
+        let counted = tally::finish();
+        stepped?;
+        counted
+    } else {
+        Vec::new()
+    };
     let fast = updater
         .core_mut()
         .fused_step_mut()
@@ -238,7 +250,15 @@ fn main() -> Result<()> {
     let cpu_per_iter = cpu_seconds()
         .zip(cpu_start)
         .map(|(end, start)| (end - start) / args.iters as f64);
-    let gflop = step_macs(&config).map(|m| 2.0 * m / 1e9);
+    let gflop = step_macs(&config).map(|m| 2.0 * m / 1e9).or_else(|| {
+        (!products.is_empty()).then(|| {
+            products
+                .iter()
+                .map(|(p, count)| p.flop() * *count as f64)
+                .sum::<f64>()
+                / 1e9
+        })
+    });
     let phases: Vec<(String, f64)> = updater
         .core()
         .fused_profile()
@@ -284,6 +304,12 @@ fn main() -> Result<()> {
         "gflop_per_iter": gflop,
         "peak_rss_bytes": rss,
         "phases": phases,
+        "products": products
+            .iter()
+            .map(|(p, count)| serde_json::json!({
+                "m": p.m, "k": p.k, "n": p.n, "a_t": p.a_t, "b_t": p.b_t, "count": count,
+            }))
+            .collect::<Vec<_>>(),
     });
     println!("BENCH_JSON {json}");
     Ok(())

@@ -70,7 +70,7 @@ impl ArrayDataset {
         if example_len == 0 {
             bail!("an example shape must have no zero dimension, got {example_shape:?}");
         }
-        if values.len() % example_len != 0 {
+        if !values.len().is_multiple_of(example_len) {
             bail!(
                 "{} values do not divide into examples of shape {example_shape:?}",
                 values.len()

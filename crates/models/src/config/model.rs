@@ -324,7 +324,7 @@ impl ConvStages {
         }
         let mut side = image.height;
         let mut count = 0;
-        while side % 2 == 0 && side / 2 >= 4 {
+        while side.is_multiple_of(2) && side / 2 >= 4 {
             side /= 2;
             count += 1;
         }

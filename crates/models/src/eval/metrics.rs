@@ -16,7 +16,7 @@ fn check_probs(probs: &[f32], classes: usize) -> Result<usize> {
     ensure!(classes > 0, "the number of classes must be positive");
     ensure!(!probs.is_empty(), "there are no predictions to score");
     ensure!(
-        probs.len() % classes == 0,
+        probs.len().is_multiple_of(classes),
         "{} probabilities do not divide into rows of {classes} classes",
         probs.len()
     );
@@ -93,7 +93,7 @@ impl FeatureStats {
     pub fn from_features(features: &[f32], dim: usize) -> Result<Self> {
         ensure!(dim > 0, "the feature dimension must be positive");
         ensure!(
-            features.len() % dim == 0,
+            features.len().is_multiple_of(dim),
             "{} values do not divide into feature vectors of length {dim}",
             features.len()
         );

@@ -25,6 +25,9 @@ use rayon::prelude::*;
 
 use super::grad_scope::{weight_gradient, WeightGradient};
 use super::matmul::{gemm, MatMut, MatRef};
+use super::simd;
+use super::strided::{self, Window2d};
+use super::tally::{self, ProductShape};
 
 /// Samples whose weight gradients one task sums before the blocks are added in order.
 const WEIGHT_GRAD_BLOCK: usize = 8;
@@ -116,6 +119,17 @@ impl Lowering {
         self.big_channels * self.kernel * self.kernel
     }
 
+    /// The per-sample product `[m × k] · [k × small plane]`.
+    fn product(&self, m: usize, k: usize, a_t: bool, b_t: bool) -> ProductShape {
+        ProductShape {
+            m,
+            k,
+            n: self.small_plane(),
+            a_t,
+            b_t,
+        }
+    }
+
     /// Elements of the weight `[C_s, C_b, k, k]`.
     pub fn weight_len(&self) -> usize {
         self.small_channels * self.patch_len()
@@ -142,58 +156,60 @@ impl Lowering {
         (lo.min(small), hi.min(small).max(lo.min(small)), first)
     }
 
-    /// Visits each patch row and small row: `f(cols offset, big offset of
-    /// position ox = 0 or None when the row lies outside, valid ox range)`.
+    /// Visits each kernel tap `(c, ki, kj)`: `f(cols offset of the first
+    /// value the tap reads inside the map, big offset of that value, the
+    /// window of values inside the map)`, for taps that read anything.
     #[inline]
-    fn for_each_row(&self, mut f: impl FnMut(usize, Option<isize>, usize, usize)) {
+    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, Window2d)) {
         let (k, plane) = (self.kernel, self.small_plane());
         let (sh, sw) = (self.small_height, self.small_width);
+        let (bh, bw) = (self.big_height, self.big_width);
         for c in 0..self.big_channels {
-            let channel = (c * self.big_height * self.big_width) as isize;
+            let channel = (c * bh * bw) as isize;
             for ki in 0..k {
-                let (y_lo, y_hi, y0) = self.valid(ki, sh, self.big_height);
+                let (y_lo, y_hi, y0) = self.valid(ki, sh, bh);
                 for kj in 0..k {
-                    let (x_lo, x_hi, x0) = self.valid(kj, sw, self.big_width);
-                    let row = ((c * k + ki) * k + kj) * plane;
-                    for oy in 0..sh {
-                        let at = (y_lo..y_hi).contains(&oy).then(|| {
-                            let iy = y0 + (oy * self.stride) as isize;
-                            channel + iy * self.big_width as isize + x0
-                        });
-                        f(row + oy * sw, at, x_lo, x_hi);
+                    let (x_lo, x_hi, x0) = self.valid(kj, sw, bw);
+                    if y_lo >= y_hi || x_lo >= x_hi {
+                        continue;
                     }
+                    let tap = ((c * k + ki) * k + kj) * plane;
+                    let iy = y0 + (y_lo * self.stride) as isize;
+                    let ix = x0 + (x_lo * self.stride) as isize;
+                    let window = Window2d {
+                        rows: y_hi - y_lo,
+                        len: x_hi - x_lo,
+                        step: self.stride,
+                        pitch: self.stride * bw,
+                        width: sw,
+                    };
+                    f(
+                        tap + y_lo * sw + x_lo,
+                        (channel + iy * bw as isize + ix) as usize,
+                        window,
+                    );
                 }
             }
         }
     }
 
-    /// One sample's patches: `cols[(c, ki, kj), (oy, ox)]`, zero outside the map.
+    /// One sample's patches: `cols[(c, ki, kj), (oy, ox)]`. Positions whose
+    /// tap falls outside the map are not written: `cols` must hold zeros
+    /// there, as a buffer does that was zero when allocated and is only ever
+    /// gathered into with this geometry (the padding is the same for every
+    /// sample, so rewriting its zeros each time is wasted work).
     fn gather(&self, big: &[f32], cols: &mut [f32]) {
-        let (sw, stride) = (self.small_width, self.stride);
-        self.for_each_row(|col, at, lo, hi| {
-            let out = &mut cols[col..col + sw];
-            match at {
-                Some(base) => {
-                    out[..lo].fill(0.0);
-                    out[hi..].fill(0.0);
-                    for (ox, v) in out[lo..hi].iter_mut().enumerate() {
-                        *v = big[(base + ((lo + ox) * stride) as isize) as usize];
-                    }
-                }
-                None => out.fill(0.0),
-            }
+        let level = simd::level();
+        self.for_each_tap(|col, at, window| {
+            strided::copy_window(level, &big[at..], window, &mut cols[col..]);
         });
     }
 
     /// Adds one sample's patches back onto its big maps.
     fn scatter_add(&self, cols: &[f32], big: &mut [f32]) {
-        let stride = self.stride;
-        self.for_each_row(|col, at, lo, hi| {
-            if let Some(base) = at {
-                for (ox, v) in cols[col + lo..col + hi].iter().enumerate() {
-                    big[(base + ((lo + ox) * stride) as isize) as usize] += v;
-                }
-            }
+        let level = simd::level();
+        self.for_each_tap(|col, at, window| {
+            strided::add_window(level, &cols[col..], window, &mut big[at..]);
         });
     }
 
@@ -204,6 +220,10 @@ impl Lowering {
             return small;
         }
         let w = MatRef::new(weight, self.small_channels, self.patch_len());
+        tally::record(
+            self.product(self.small_channels, self.patch_len(), false, false),
+            n,
+        );
         small
             .par_chunks_mut(self.small_len())
             .zip(big.par_chunks(self.big_len()))
@@ -227,6 +247,10 @@ impl Lowering {
             return big;
         }
         let w_t = MatRef::new(weight, self.small_channels, self.patch_len()).t();
+        tally::record(
+            self.product(self.patch_len(), self.small_channels, true, false),
+            n,
+        );
         big.par_chunks_mut(self.big_len())
             .zip(small.par_chunks(self.small_len()))
             .for_each_init(
@@ -245,6 +269,14 @@ impl Lowering {
     /// when `small` is the small side's gradient (convolution) or input
     /// (transposed convolution) and `big` the other side.
     pub fn weight_grad(&self, small: &[f32], big: &[f32], n: usize) -> Vec<f32> {
+        let shape = ProductShape {
+            m: self.small_channels,
+            k: self.small_plane(),
+            n: self.patch_len(),
+            a_t: false,
+            b_t: true,
+        };
+        tally::record(shape, n);
         let blocks: Vec<Vec<f32>> = (0..n.div_ceil(WEIGHT_GRAD_BLOCK))
             .into_par_iter()
             .map(|b| {
@@ -775,6 +807,64 @@ mod tests {
             pool.install(|| g.weight_grad(&small, &big, n))
         };
         assert_eq!(run(1), run(3));
+    }
+
+    /// Gathering one sample's patches and adding them back, for the `fast`
+    /// preset's convolutions
+    /// (best of batches, hot caches):
+    /// `cargo test --release -p kusari-models patch_gather_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn patch_gather_timing() {
+        use std::time::Instant;
+        let fast = [
+            (
+                "D conv 1→8, 28→14",
+                Lowering::of_conv((1, 28, 28), 8, 4, 2, 1),
+            ),
+            (
+                "D conv 8→16, 14→7",
+                Lowering::of_conv((8, 14, 14), 16, 4, 2, 1),
+            ),
+            (
+                "G deconv 64→32, 7→14",
+                Lowering::of_deconv((64, 7, 7), 32, 4, 2, 1),
+            ),
+            (
+                "G deconv 32→1, 14→28",
+                Lowering::of_deconv((32, 14, 14), 1, 4, 2, 1),
+            ),
+            (
+                "3×3 stride 1, 16 ch, 14×14",
+                Lowering::of_conv((16, 14, 14), 16, 3, 1, 1),
+            ),
+        ];
+        let mut rng = Rng::new(5);
+        for (name, g) in fast {
+            let g = g.expect("fits");
+            let big = uniform(&mut rng, g.big_len());
+            let mut cols = vec![0f32; g.patch_len() * g.small_plane()];
+            let reps = 200;
+            let best_of = |run: &mut dyn FnMut()| {
+                (0..50)
+                    .map(|_| {
+                        let t = Instant::now();
+                        for _ in 0..reps {
+                            run();
+                        }
+                        t.elapsed().as_secs_f64() / reps as f64
+                    })
+                    .fold(f64::MAX, f64::min)
+            };
+            let gather = best_of(&mut || g.gather(std::hint::black_box(&big), &mut cols));
+            let mut sums = big.clone();
+            let add = best_of(&mut || g.scatter_add(std::hint::black_box(&cols), &mut sums));
+            println!(
+                "{name:28} gather {:6.2} µs, add back {:6.2} µs",
+                gather * 1e6,
+                add * 1e6
+            );
+        }
     }
 
     #[test]

@@ -49,6 +49,12 @@ impl<'a> MatRef<'a> {
         self.cols
     }
 
+    /// Whether the view reads a row-major matrix through a transpose
+    /// (its columns, not its rows, are contiguous).
+    pub fn is_transposed(&self) -> bool {
+        self.cs != 1 && self.rs == 1
+    }
+
     /// The transpose (no copy).
     pub fn t(self) -> Self {
         Self {

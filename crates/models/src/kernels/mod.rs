@@ -63,6 +63,7 @@ macro_rules! refuse_second_order {
 }
 
 pub(crate) mod activation;
+pub(crate) mod affine;
 pub(crate) mod batch_norm;
 pub(crate) mod channel_norm;
 pub(crate) mod columns;
@@ -76,6 +77,8 @@ mod small_gemm;
 mod small_gemm512;
 pub(crate) mod spectral;
 pub(crate) mod storage;
+mod strided;
+pub mod tally;
 #[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod weight_update;

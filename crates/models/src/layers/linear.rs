@@ -85,5 +85,8 @@ impl Linear {
 
 /// `x W + b` for `W` of shape `[in, out]`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if crate::kernels::cpu_kernels_apply(x) {
+        return Ok(crate::kernels::affine::affine(x, weight, bias)?);
+    }
     Ok(x.matmul(weight)?.broadcast_add(bias)?)
 }

@@ -114,7 +114,7 @@ impl Mnist {
     /// Builds MNIST from `images` (N × 784 bytes, row-major) and N `labels`
     /// (each below 10), e.g. to make small synthetic data for tests.
     pub fn from_raw(images: Vec<u8>, labels: Vec<u8>) -> Result<Self> {
-        if images.len() % IMAGE_LEN != 0 {
+        if !images.len().is_multiple_of(IMAGE_LEN) {
             bail!(
                 "{} image bytes are not a whole number of 28×28 images",
                 images.len()
