@@ -1,7 +1,8 @@
 //! kusari's CPU kernels for f32: what makes a training step fast on a CPU.
 //!
-//! - Matrix products ([`matmul`]): a small-matrix AVX2 kernel on fixed
-//!   blocks (or the `gemm` crate without AVX2), split over rayon's threads.
+//! - Matrix products ([`matmul`]): small-matrix kernels for AVX-512 and for
+//!   AVX2 that give the same bits (or the `gemm` crate without AVX2), on
+//!   fixed blocks split over rayon's threads; [`simd`] picks the path.
 //! - Fully connected blocks ([`dense`]): Linear, BatchNorm, dropout and an
 //!   activation fused column by column, forward and the elementwise part of
 //!   the backward pass, on preallocated buffers.
@@ -9,11 +10,13 @@
 //!   to an element-wise optimizer ([`weight_update`]), so the full gradient
 //!   is never stored.
 //! - candle custom ops with their gradients, which the candle-ops layers use
-//!   on f32 CPU tensors: convolutions ([`conv`]: patch products),
+//!   on f32 CPU tensors: convolutions ([`conv`]: patch products, gathered
+//!   a strided window at a time), fully connected layers ([`affine`]),
 //!   training-mode BatchNorm ([`channel_norm`]) and activations
 //!   ([`activation`]); and [`input_gradients_only`], a scope in which those
 //!   ops skip their weights' gradients.
-//! - [`in_own_pool`], the rayon pool a training step runs in.
+//! - [`in_own_pool`], the rayon pool a training step runs in; [`tally`], a
+//!   count of the products the custom ops ran, for the benchmark.
 //!
 //! The kernels know tensors, slices and shapes only: no nets, no
 //! configurations. Sums run over fixed blocks whose sizes depend only on
