@@ -58,6 +58,25 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn product(o: Operands, accumulate: bool) {
+    // SAFETY: the caller's contract; `product_block` needs AVX2 and FMA,
+    // which the caller guarantees.
+    unsafe { in_k_blocks(o, accumulate, |block, acc| product_block(block, acc)) }
+}
+
+/// Runs `block_product` over blocks of at most [`KC`] of k, in order, the
+/// first block plain (unless `accumulate`) and the rest accumulating: C
+/// holds the running sums between blocks, so the order of additions is
+/// that of one pass. Blocks of k keep A's block in L2 and B's panel in L1.
+/// Both kernels cut k here, so their sums keep the same order.
+///
+/// # Safety
+/// As [`product`], and `block_product` must be safe to call on any block of
+/// `o` (its instructions available).
+pub(super) unsafe fn in_k_blocks(
+    o: Operands,
+    accumulate: bool,
+    mut block_product: impl FnMut(Operands, bool),
+) {
     if o.k == 0 {
         if !accumulate {
             for i in 0..o.m {
@@ -67,8 +86,6 @@ pub unsafe fn product(o: Operands, accumulate: bool) {
         }
         return;
     }
-    // Blocks of k keep A's block in L2 and B's panel in L1; C holds the
-    // running sums between blocks, so the order of additions is unchanged.
     let mut k0 = 0;
     while k0 < o.k {
         let kc = (o.k - k0).min(KC);
@@ -81,8 +98,7 @@ pub unsafe fn product(o: Operands, accumulate: bool) {
                 ..o
             }
         };
-        // SAFETY: the caller's contract, restricted to this block.
-        unsafe { product_block(block, accumulate || k0 > 0) };
+        block_product(block, accumulate || k0 > 0);
         k0 += kc;
     }
 }

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::small_gemm::{Operands, KC};
+use super::small_gemm::{in_k_blocks, Operands};
 
 /// Rows of C per register tile.
 const MR: usize = 8;
@@ -36,32 +36,10 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub unsafe fn product(o: Operands, accumulate: bool) {
-    if o.k == 0 {
-        if !accumulate {
-            for i in 0..o.m {
-                // SAFETY: row i of C is writable.
-                unsafe { std::slice::from_raw_parts_mut(o.c.add(i * o.c_rs), o.n) }.fill(0.0);
-            }
-        }
-        return;
-    }
-    // The AVX2 kernel's blocks of k, so that every sum keeps its order.
-    let mut k0 = 0;
-    while k0 < o.k {
-        let kc = (o.k - k0).min(KC);
-        // SAFETY: columns k0.. of A and rows k0.. of B exist.
-        let block = unsafe {
-            Operands {
-                k: kc,
-                a: o.a.offset(k0 as isize * o.a_cs),
-                b: o.b.offset(k0 as isize * o.b_rs),
-                ..o
-            }
-        };
-        // SAFETY: the caller's contract, restricted to this block.
-        unsafe { product_block(block, accumulate || k0 > 0) };
-        k0 += kc;
-    }
+    // SAFETY: the caller's contract; `product_block` needs AVX-512 F, AVX2
+    // and FMA, which the caller guarantees. The AVX2 kernel's blocks of k,
+    // so that every sum keeps its order.
+    unsafe { in_k_blocks(o, accumulate, |block, acc| product_block(block, acc)) }
 }
 
 /// Stand-in where AVX-512 does not exist (never at `simd::Level::Avx512`).
