@@ -6,17 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use kusari_trainer::datasets::mnist::{Mnist, Split};
 
 /// A valid MNIST folder of `n` synthetic digits (both splits, gzipped).
 fn tiny_mnist(dir: &Path, n: usize) -> PathBuf {
-    let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7) % 256) as u8).collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    let mnist = Mnist::from_raw(images, labels).unwrap();
-    let path = dir.join("mnist");
-    mnist.save(&path, Split::Train).unwrap();
-    mnist.save(&path, Split::Test).unwrap();
-    path
+    synthetic_mnist(&dir.join("mnist"), n, 0)
 }
 
 const TINY: &[&str] = &[
@@ -274,11 +267,21 @@ fn corrupt_and_mismatched_snapshots_are_refused() {
             "5",
             "--units-d",
             "12",
+            "--seed",
+            "5",
             "--resume",
             small.to_str().unwrap(),
         ],
     ));
-    assert_fails_with(&output, &["resumed run keeps the configuration"]);
+    // Every flag that differs is named, not only the first.
+    assert_fails_with(
+        &output,
+        &[
+            "resumed run keeps what it trains",
+            "--units-d (8 → 12)",
+            "--seed (0 → 5)",
+        ],
+    );
 
     // A GAN snapshot given to `train ebgan`.
     let gan_out = dir.path().join("gan");

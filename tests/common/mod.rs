@@ -6,9 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `kusari` binary cargo built for these tests.
+/// The `kusari` binary cargo built for these tests, or the one
+/// `KUSARI_TEST_BINARY` names (to try the tests on another build).
 pub fn kusari() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kusari"));
+    let binary = std::env::var_os("KUSARI_TEST_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kusari").into());
+    let mut cmd = Command::new(binary);
     // Plain progress lines, no terminal bar; quiet logs.
     cmd.env("RUST_LOG", "warn").env("NO_COLOR", "1");
     cmd
@@ -58,6 +61,21 @@ pub fn mnist_dir(test: &str) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// A valid MNIST folder at `path` of `n` synthetic digits (both splits,
+/// gzipped); another `salt` gives other pixels.
+pub fn synthetic_mnist(path: &Path, n: usize, salt: usize) -> PathBuf {
+    use kusari_trainer::datasets::mnist::{Mnist, Split};
+    // Pixels of a multiplicative hash: every image differs from the others.
+    let images: Vec<u8> = (0..n * 784)
+        .map(|i| ((i as u64 + 1 + salt as u64 * 7919).wrapping_mul(2_654_435_761) >> 16) as u8)
+        .collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let mnist = Mnist::from_raw(images, labels).unwrap();
+    mnist.save(path, Split::Train).unwrap();
+    mnist.save(path, Split::Test).unwrap();
+    path.to_path_buf()
 }
 
 /// Files and folders under `dir` whose names mark them as temporaries.

@@ -25,6 +25,11 @@ pub struct DataConfig {
     pub image_size: u32,
     /// How pixel bytes map to values; follows G's output activation.
     pub pixel_range: PixelRange,
+    /// The training images' [`ArrayDataset::fingerprint`](kusari_trainer::ArrayDataset::fingerprint),
+    /// recorded when the run starts: a resumed run checks its data by
+    /// content, so the images may move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// How long to train.
@@ -70,6 +75,7 @@ impl RunConfig {
             data_dir: None,
             image_size: 64,
             pixel_range: kusari_trainer::datasets::PixelRange::MinusOneOne,
+            fingerprint: None,
         };
         Self::preset(ModelKind::Ebgan, preset, arch, &data)
     }
@@ -202,24 +208,16 @@ pub fn pixel_range_for(output: OutputActivation) -> PixelRange {
     }
 }
 
-/// Flags that change what is trained; a resumed run must keep them.
-struct ModelOverrides {
-    changed: Vec<(&'static str, String)>,
-}
-
 /// Applies the flags of `args` to `config`. With `resuming`, flags that would
 /// change the model, the data or the seed are errors unless they repeat the
 /// snapshot's value.
 pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> Result<()> {
     let before = config.clone();
-    let mut fixed = ModelOverrides { changed: vec![] };
     let model = &mut config.model;
 
     if let Some(arch) = &args.arch {
-        let arch: Arch = parse_choice("--arch", arch)?;
-        if arch != model.model.arch {
-            fixed.changed.push(("--arch", format!("{arch:?}")));
-        }
+        // A new run applied --arch through its preset; on resume it may only repeat it.
+        model.model.arch = parse_choice("--arch", arch)?;
     }
     if let Some(v) = args.z_dim {
         model.model.z_dim = v;
@@ -382,37 +380,168 @@ pub fn apply_flags(config: &mut RunConfig, args: &TrainArgs, resuming: bool) -> 
     }
 
     if resuming {
-        let what_changed = |a: &RunConfig, b: &RunConfig| -> Vec<&'static str> {
-            let mut out = vec![];
-            if a.model != b.model {
-                out.push("the model (architecture, widths, objective, optimizer, batch size, D steps, clip or spectral norm)");
-            }
-            if a.data != b.data {
-                out.push("the data");
-            }
-            if a.seed != b.seed {
-                out.push("the seed");
-            }
-            if a.kind != b.kind {
-                out.push("the objective");
-            }
-            out
-        };
-        let changed = what_changed(&before, config);
-        if !changed.is_empty() || !fixed.changed.is_empty() {
-            let mut what: Vec<String> = changed.iter().map(|s| s.to_string()).collect();
-            what.extend(fixed.changed.iter().map(|(flag, v)| format!("{flag} {v}")));
+        let changed = fixed_settings_changed(&before, config);
+        if !changed.is_empty() {
             bail!(
-                "a resumed run keeps the configuration stored in its snapshot, but the flags change {}; \
-                 drop those flags (only --epochs, --iterations, --time-limit, --device, --snapshot-every, \
-                 --keep-snapshots, --log-every, --eval-every and --eval-samples may change), or start a new run",
-                what.join(", ")
+                "a resumed run keeps what it trains and on what, but the flags change {}; \
+                 drop those flags or start a new run with --out NEW_FOLDER. On resume the run's \
+                 length, learning rates and Adam's betas (--lr, --lr-g, --lr-d, --beta1), \
+                 --data-dir (the same images elsewhere), --device and the bookkeeping flags \
+                 (--snapshot-every, --keep-snapshots, --log-every, --eval-every, --eval-samples) \
+                 may change",
+                changed.join(", ")
             );
         }
-    } else if !fixed.changed.is_empty() {
-        unreachable!("--arch is applied through the preset before flags");
     }
     config.validate()
+}
+
+/// The flags that would change what a resumed run trains or on what: every
+/// setting that differs between `stored` and `resumed`, as `--flag (old →
+/// new)`. Optimizer settings of the same optimizer, the data's location and
+/// the run's length and bookkeeping may differ.
+pub fn fixed_settings_changed(stored: &RunConfig, resumed: &RunConfig) -> Vec<String> {
+    let fixed_part = |c: &RunConfig| {
+        let mut model = c.model.clone();
+        for optimizer in [&mut model.gen_optimizer, &mut model.dis_optimizer] {
+            // Only the optimizer's kind is fixed: keep its settings out of the comparison.
+            let kind = match optimizer {
+                OptimizerConfig::Adam(_) => OptimizerConfig::seed_adam(),
+                OptimizerConfig::RmsProp(_) => {
+                    OptimizerConfig::RmsProp(kusari_trainer::RmsPropConfig::default())
+                }
+            };
+            *optimizer = kind;
+        }
+        serde_json::json!({
+            "kind": c.kind,
+            "model": model,
+            "data": {
+                "dataset": c.data.dataset,
+                "image_size": c.data.image_size,
+                "pixel_range": c.data.pixel_range,
+            },
+            "seed": c.seed,
+        })
+    };
+    let mut differences = vec![];
+    json_differences(
+        "",
+        &fixed_part(stored),
+        &fixed_part(resumed),
+        &mut differences,
+    );
+    let mut named: Vec<String> = vec![];
+    for (path, old, new) in differences {
+        let item = format!("{} ({old} → {new})", flag_of_setting(&path));
+        if !named.contains(&item) {
+            named.push(item);
+        }
+    }
+    named
+}
+
+/// Every setting that differs between two configurations of one run, as
+/// `--flag (old → new)`: what a resume changed, for args.json.
+pub fn settings_changed(stored: &RunConfig, resumed: &RunConfig) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(stored), serde_json::to_value(resumed)) else {
+        return vec![];
+    };
+    let mut differences = vec![];
+    json_differences("", &a, &b, &mut differences);
+    let mut named: Vec<String> = vec![];
+    for (path, old, new) in differences {
+        let item = format!("{} ({old} → {new})", flag_of_setting(&path));
+        if path != "data.fingerprint" && !named.contains(&item) {
+            named.push(item);
+        }
+    }
+    named
+}
+
+/// Every leaf where `a` and `b` differ: its dotted path and both values.
+fn json_differences(
+    path: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    out: &mut Vec<(String, String, String)>,
+) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                json_differences(
+                    &sub,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push((path.to_string(), a.to_string(), b.to_string())),
+        _ => {}
+    }
+}
+
+/// The flag that sets the configuration entry at `path` (the path itself
+/// for settings no flag reaches).
+fn flag_of_setting(path: &str) -> String {
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    let flag = match path {
+        "kind" => "the objective (`kusari train OBJECTIVE`)",
+        "seed" => "--seed",
+        "data.dataset" => "--dataset",
+        "data.image_size" => "--image-size",
+        "data.pixel_range" => "--output-activation (the pixel range)",
+        "model.batch_size" => "--batch-size",
+        "model.dis_steps" => "--dis-steps",
+        "model.dis_weight_clip" => "--clip-dis",
+        "model.model.arch" => "--arch",
+        "model.model.z_dim" => "--z-dim",
+        "model.model.gen.units" => "--units-g",
+        "model.model.gen.layers" => "--layers-g",
+        "model.model.gen.output" => "--output-activation",
+        "model.model.dis.units" => "--units-d",
+        "model.model.dis.layers" => "--layers-d",
+        "model.model.dis.decoder_layers" => "--decoder-layers",
+        "model.model.dis.code_dim" => "--code-dim",
+        "model.model.dis.dropout" => "--dropout",
+        "model.model.dis.batch_norm" => "--bn",
+        "model.model.dis.spectral_norm" => "--spectral-norm",
+        "model.gen_optimizer.lr" => "--lr-g",
+        "model.dis_optimizer.lr" => "--lr-d",
+        "data.data_dir" => "--data-dir",
+        "length.epochs" => "--epochs",
+        "length.iterations" => "--iterations",
+        "length.time_limit_seconds" => "--time-limit (seconds)",
+        "lr_decay" => "--lr-decay",
+        "gen_ema" => "--gen-ema",
+        "snapshot_every_epochs" => "--snapshot-every",
+        "keep_snapshots" => "--keep-snapshots",
+        "log_every_epochs" => "--log-every",
+        "log_every_iterations" => "--log-every-iterations",
+        "eval_every_epochs" => "--eval-every",
+        "eval_samples" => "--eval-samples",
+        _ if path.ends_with("_optimizer.beta1") => "--beta1",
+        _ if path.starts_with("model.model.image") => "--image-size",
+        _ if path.ends_with("_optimizer.kind") => "--optimizer",
+        _ if path.starts_with("model.objective") => match leaf {
+            "margin" => "--margin",
+            "pt_weight" => "--pt-weight",
+            "pt" => "--pt-variant",
+            _ => return path.to_string(),
+        },
+        _ => return path.to_string(),
+    };
+    flag.to_string()
 }
 
 /// `result/<YYYY-mm-dd_HH-MM-SS>` in the working directory, as the seed named its runs.
@@ -440,6 +569,7 @@ mod tests {
             data_dir: None,
             image_size: 64,
             pixel_range: PixelRange::MinusOneOne,
+            fingerprint: None,
         };
         let mut config = RunConfig::preset(train.model, train.preset, arch, &data);
         apply_flags(&mut config, &train, false)?;

@@ -11,6 +11,7 @@ mod train;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kusari_trainer::Ending;
 
 use crate::args::{Cli, Command};
 
@@ -19,19 +20,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let result = match &cli.command {
-        Command::Train(args) => train::run(args).map(|_| ()),
-        Command::Sample(args) => sample::run(args),
-        Command::Eval(args) => evaluate::run_eval(args),
-        Command::TrainClassifier(args) => evaluate::run_train_classifier(args),
+        Command::Train(args) => train::run(args).map(|ending| match ending {
+            Ending::Interrupted => ExitCode::from(EXIT_STOPPED),
+            Ending::Completed | Ending::Failed => ExitCode::SUCCESS,
+        }),
+        Command::Sample(args) => sample::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => evaluate::run_eval(args).map(|()| ExitCode::SUCCESS),
+        Command::TrainClassifier(args) => {
+            evaluate::run_train_classifier(args).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// The exit status of a `kusari train` stopped early by SIGINT (Ctrl-C),
+/// SIGTERM, SIGHUP or SIGUSR1 after writing its snapshot: the run is unfinished and
+/// resumable (`--resume`). 75 is BSD's EX_TEMPFAIL, "try again later".
+/// A second Ctrl-C quits at once with 130, without a snapshot. The
+/// experiment runner (xtask) reads it too. docs/reliability.md lists every status.
+const EXIT_STOPPED: u8 = 75;
 
 /// candle 0.11 runs its element-wise ops on a pool of its own, whose worker
 /// spins for a while after each op. Ops come every few tens of microseconds

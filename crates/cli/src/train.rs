@@ -11,29 +11,41 @@ use kusari_models::extensions::{GeneratedImages, StandardExtensions};
 use kusari_models::{Generator, Nets, ObjectiveConfig, GEN_AVERAGE_EXTENSION};
 use kusari_trainer::datasets::{image_folder::ImageFolder, mnist, Split};
 use kusari_trainer::extensions::{
-    latest_snapshot, LinearShift, MovingAverage, NonFiniteValue, ShiftSpan,
+    latest_snapshot, snapshot_paths, LinearShift, MovingAverage, NonFiniteValue, ObserveLr,
+    ShiftSpan,
 };
-use kusari_trainer::fsutil::{ensure_writable_dir, write_atomic};
+use kusari_trainer::fsutil::{ensure_writable_dir, remove_stale_temporaries, write_atomic};
 use kusari_trainer::{
-    AnyOf, ArrayDataset, Dataset, Ending, IntervalTrigger, Rng, SerialIterator, State, TimeTrigger,
-    Trainer, Trigger, Unit, Updater,
+    ArrayDataset, Dataset, Ending, IntervalTrigger, Rng, RunLength, RunLock, SerialIterator, State,
+    Trainer, Updater,
 };
 
 use crate::args::{DatasetKind, LrDecay, TrainArgs};
-use crate::config::{apply_flags, default_out_dir, DataConfig, RunConfig, SNAPSHOT_KEY};
+use crate::config::{
+    apply_flags, default_out_dir, settings_changed, DataConfig, RunConfig, SNAPSHOT_KEY,
+};
 use kusari_trainer::device::parse_device as device_from_flag;
 
 /// Runs `kusari train` and returns how the run ended.
 pub fn run(args: &TrainArgs) -> Result<Ending> {
     let device = device_from_flag(&args.device)?;
-    let (config, out, resume) = resolve(args, &device)?;
+    let out = out_dir(args)?;
     ensure_writable_dir(&out)?;
-    write_atomic(
-        &out.join("args.json"),
-        &serde_json::to_vec_pretty(&args_json(&config, &out, &device))?,
-    )?;
-
+    // Held until the process ends: nothing below may race another run.
+    let _lock = RunLock::acquire(&out)?;
+    let stale = remove_stale_temporaries(&out)?;
+    if !stale.is_empty() {
+        eprintln!(
+            "removed {} temporary file(s) an interrupted run left in {}",
+            stale.len(),
+            out.display()
+        );
+    }
+    let (mut config, resume) = resolve(args, &out, &device)?;
     let dataset = load_dataset(&config)?;
+    check_fingerprint(&mut config, &dataset, resume.as_ref())?;
+    write_args_json(&out, &config, &device, resume.as_ref())?;
+
     let nets = Nets::build(&config.model, &device, config.seed)?;
     let iterator = SerialIterator::new(
         Arc::new(dataset.clone()),
@@ -44,39 +56,59 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
     .context("setting up the batches (check --batch-size)")?;
     let updater = nets.updater(&config.model, iterator, &device, config.seed)?;
 
-    let mut trainer = Trainer::new(updater, stop_trigger(&config), &out);
+    let length = stop_trigger(&config);
+    let mut trainer = Trainer::new(updater, length, &out);
     trainer
         .metadata_mut()
         .insert(SNAPSHOT_KEY.into(), serde_json::to_value(&config)?);
     add_extensions(&mut trainer, &config, &nets, &dataset)?;
 
-    if let Some((path, state)) = &resume {
+    if let Some(resume) = &resume {
         trainer
-            .load_state(state)
-            .with_context(|| format!("resuming from {}", path.display()))?;
-        if config.lr_decay == LrDecay::None {
-            // The snapshot may hold rates a decay had lowered; without one,
-            // the run goes on at the configured rates.
-            let optimizers = trainer.updater_mut().optimizers_mut();
-            optimizers
-                .get_mut("gen")?
-                .set_learning_rate(config.model.gen_optimizer.lr());
-            optimizers
-                .get_mut("dis")?
-                .set_learning_rate(config.model.dis_optimizer.lr());
+            .load_state(&resume.state)
+            .with_context(|| format!("resuming from {}", resume.path.display()))?;
+        // The snapshot holds the optimizers' settings of its time (and rates
+        // a decay had lowered); the run goes on with the configured ones,
+        // which a resume may change.
+        let optimizers = trainer.updater_mut().optimizers_mut();
+        for (name, settings) in [
+            ("gen", &config.model.gen_optimizer),
+            ("dis", &config.model.dis_optimizer),
+        ] {
+            settings
+                .apply_to(optimizers.get_mut(name)?)
+                .with_context(|| format!("setting the `{name}` optimizer"))?;
         }
         eprintln!(
             "resuming from {} (iteration {})",
-            path.display(),
+            resume.path.display(),
             trainer.updater().iteration()
         );
+        for change in &resume.changes {
+            eprintln!("  changed: {change}");
+        }
+        let updater = trainer.updater();
+        if length.reached_at(
+            updater.iteration(),
+            updater.epoch_detail(),
+            trainer.elapsed(),
+        ) {
+            eprintln!(
+                "the run already reached its length at iteration {} ({:.2} epochs, {:.1} s of \
+                 training); to train on, give a longer --iterations, --epochs or --time-limit \
+                 (each counts the whole run, the part before this resume included)",
+                updater.iteration(),
+                updater.epoch_detail(),
+                trainer.elapsed().as_secs_f64()
+            );
+        }
     }
     eprintln!("writing to {}", out.display());
     match trainer.run() {
         Ok(ending) => {
             if ending == Ending::Interrupted {
                 eprintln!(
-                    "stopped; continue with: kusari train {} --out {} --resume",
+                    "stopped with a snapshot; continue with: kusari train {} --out {} --resume",
                     config.kind,
                     out.display()
                 );
@@ -85,23 +117,80 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
         }
         Err(e) => {
             if let Some(nf) = e.downcast_ref::<NonFiniteValue>() {
-                let last = latest_snapshot(&out).ok().flatten();
-                let hint = match last {
-                    Some(p) => format!("the last good snapshot is {}", p.display()),
-                    None => "no snapshot was written before it".to_string(),
+                let hint = match latest_finite_snapshot(&out)? {
+                    Some(p) => format!(
+                        "the last snapshot with finite values is {}; resume from it with lower \
+                         learning rates: kusari train {} --resume {} --lr-g {:e} --lr-d {:e} \
+                         (a tenth of this run's)",
+                        p.display(),
+                        config.kind,
+                        p.display(),
+                        config.model.gen_optimizer.lr() / 10.0,
+                        config.model.dis_optimizer.lr() / 10.0,
+                    ),
+                    None => "no snapshot with finite values was written before it; start \
+                             again with lower learning rates (--lr-g, --lr-d)"
+                        .to_string(),
                 };
-                bail!("{nf}; {hint}");
+                bail!(
+                    "`{}` is {} at iteration {}: training has diverged; {hint}",
+                    nf.key,
+                    nf.value,
+                    nf.iteration
+                );
             }
             Err(e)
         }
     }
 }
 
-/// A snapshot to resume from: its path and contents.
-type Resume = Option<(PathBuf, State)>;
+/// The newest snapshot in `out` whose every tensor is finite (snapshots of
+/// older kusari versions could hold non-finite weights).
+fn latest_finite_snapshot(out: &Path) -> Result<Option<PathBuf>> {
+    let mut candidates = snapshot_paths(out)?;
+    candidates.reverse();
+    for path in candidates {
+        let Ok(state) = State::load(&path, &Device::Cpu) else {
+            continue;
+        };
+        if state.first_non_finite()?.is_none() {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
 
-/// The run's configuration, output folder, and the snapshot to resume from.
-fn resolve(args: &TrainArgs, device: &Device) -> Result<(RunConfig, PathBuf, Resume)> {
+/// A snapshot to resume from.
+struct Resume {
+    path: PathBuf,
+    state: State,
+    /// The configuration the snapshot stored.
+    stored: RunConfig,
+    /// What the flags changed, as `--flag (old → new)`.
+    changes: Vec<String>,
+}
+
+/// The output folder: `--out`, else the resumed snapshot's folder, else a new
+/// dated folder.
+fn out_dir(args: &TrainArgs) -> Result<PathBuf> {
+    if let Some(out) = &args.out {
+        return Ok(out.clone());
+    }
+    match &args.resume {
+        None => Ok(default_out_dir()),
+        Some(Some(snapshot)) => Ok(snapshot
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."))),
+        Some(None) => bail!(
+            "--resume without a path resumes the newest snapshot in --out; give --out DIR or a snapshot path"
+        ),
+    }
+}
+
+/// The run's configuration and the snapshot to resume from.
+fn resolve(args: &TrainArgs, out: &Path, device: &Device) -> Result<(RunConfig, Option<Resume>)> {
     let Some(resume) = &args.resume else {
         let arch = match &args.arch {
             Some(a) => a.parse()?,
@@ -112,53 +201,150 @@ fn resolve(args: &TrainArgs, device: &Device) -> Result<(RunConfig, PathBuf, Res
             data_dir: args.data_dir.clone(),
             image_size: args.image_size.unwrap_or(64),
             pixel_range: kusari_trainer::datasets::PixelRange::MinusOneOne,
+            fingerprint: None,
         };
         let mut config = RunConfig::preset(args.model, args.preset, arch, &data);
         apply_flags(&mut config, args, false)?;
-        let out = args.out.clone().unwrap_or_else(default_out_dir);
-        if latest_snapshot(&out)?.is_some() {
+        if latest_snapshot(out)?.is_some() {
             bail!(
                 "{} already holds snapshots of another run; continue it with --resume, \
                  or choose a new folder with --out",
                 out.display()
             );
         }
-        return Ok((config, out, None));
+        return Ok((config, None));
     };
-    let (path, out) = if let Some(resume) = resume {
-        let out = match &args.out {
-            Some(out) => out.clone(),
-            None => resume
-                .parent()
-                .map(Path::to_path_buf)
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or_else(|| PathBuf::from(".")),
-        };
-        (resume.clone(), out)
-    } else {
-        let Some(out) = &args.out else {
-            bail!("--resume without a path resumes the newest snapshot in --out; give --out DIR or a snapshot path");
-        };
-        let Some(path) = latest_snapshot(out)? else {
-            bail!(
+    let path = match resume {
+        Some(path) => path.clone(),
+        None => latest_snapshot(out)?.with_context(|| {
+            format!(
                 "there is no snapshot in {} to resume from (snapshots are folders named snapshot_iter_N)",
                 out.display()
-            );
-        };
-        (path, out.clone())
+            )
+        })?,
     };
     let state = State::load(&path, device)?;
-    let mut config = config_from_snapshot(&state, &path)?;
-    if config.kind != args.model {
+    if let Some((key, value)) = state.first_non_finite()? {
+        bail!(
+            "{} cannot be resumed: `{key}` holds {value} (the run had diverged when it was \
+             written); resume from an older snapshot_iter_* of the run",
+            path.display()
+        );
+    }
+    let stored = config_from_snapshot(&state, &path)?;
+    if stored.kind != args.model {
         bail!(
             "{} is a snapshot of `kusari train {}`, not `{}`",
             path.display(),
-            config.kind,
+            stored.kind,
             args.model
         );
     }
+    let mut config = stored.clone();
+    relocate_data(&mut config, args)?;
     apply_flags(&mut config, args, true)?;
-    Ok((config, out, Some((path, state))))
+    let changes = settings_changed(&stored, &config);
+    Ok((
+        config,
+        Some(Resume {
+            path,
+            state,
+            stored,
+            changes,
+        }),
+    ))
+}
+
+/// Where a resumed run finds its images when they moved: `--data-dir`, else
+/// the stored folder, else (MNIST) `$MNIST_DIR` and the default place. The
+/// images are then checked by content ([`check_fingerprint`]).
+fn relocate_data(config: &mut RunConfig, args: &TrainArgs) -> Result<()> {
+    if args.data_dir.is_some() {
+        return Ok(());
+    }
+    let Some(stored) = config.data.data_dir.clone() else {
+        return Ok(());
+    };
+    if stored.exists() {
+        return Ok(());
+    }
+    match config.data.dataset {
+        DatasetKind::Mnist => {
+            eprintln!(
+                "the run's MNIST folder {} is gone; looking in $MNIST_DIR and data/mnist \
+                 (or give --data-dir)",
+                stored.display()
+            );
+            config.data.data_dir = None;
+            Ok(())
+        }
+        DatasetKind::Folder => bail!(
+            "the run's images were in {}, which no longer exists; pass --data-dir with the \
+             folder they are in now (kusari checks that they are the same images)",
+            stored.display()
+        ),
+    }
+}
+
+/// Records the data's fingerprint on a new run; on resume, checks that the
+/// images are the ones the run was trained on, wherever they are now.
+fn check_fingerprint(
+    config: &mut RunConfig,
+    dataset: &ArrayDataset,
+    resume: Option<&Resume>,
+) -> Result<()> {
+    let found = dataset.fingerprint();
+    let stored = resume.and_then(|r| r.stored.data.fingerprint.clone());
+    match stored {
+        Some(stored) if stored != found => bail!(
+            "the images in {} are not the ones this run was trained on (their contents differ: \
+             fingerprint {found}, the run's {stored}); point --data-dir at the run's images, \
+             or start a new run",
+            config.data.data_dir.as_deref().map_or_else(
+                || "the MNIST folder".to_string(),
+                |d| d.display().to_string()
+            )
+        ),
+        None if resume.is_some() => eprintln!(
+            "note: the snapshot predates data fingerprints, so the images cannot be checked; \
+             recording theirs from now on"
+        ),
+        _ => {}
+    }
+    config.data.fingerprint = Some(found);
+    Ok(())
+}
+
+/// `OUT/args.json`: the resolved configuration and command line, and on
+/// resume the history of resumes with what each changed.
+fn write_args_json(
+    out: &Path,
+    config: &RunConfig,
+    device: &Device,
+    resume: Option<&Resume>,
+) -> Result<()> {
+    let path = out.join("args.json");
+    let mut resumes = vec![];
+    if let Some(resume) = resume {
+        let earlier: Option<serde_json::Value> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if let Some(serde_json::Value::Array(list)) =
+            earlier.and_then(|v| v.get("resumes").cloned())
+        {
+            resumes = list;
+        }
+        let iteration: u64 = resume.state.get("iteration").unwrap_or_default();
+        resumes.push(serde_json::json!({
+            "iteration": iteration,
+            "snapshot": resume.path,
+            "command_line": std::env::args().collect::<Vec<_>>(),
+            "changed": resume.changes,
+        }));
+    }
+    let mut json = args_json(config, out, device);
+    json["resumes"] = serde_json::Value::Array(resumes);
+    write_atomic(&path, &serde_json::to_vec_pretty(&json)?)
 }
 
 /// The run configuration a snapshot was written with.
@@ -207,21 +393,14 @@ fn load_dataset(config: &RunConfig) -> Result<ArrayDataset> {
     }
 }
 
-fn stop_trigger(config: &RunConfig) -> Box<dyn Trigger> {
-    let mut parts: Vec<Box<dyn Trigger>> = vec![];
-    if let Some(e) = config.length.epochs {
-        parts.push(Box::new(IntervalTrigger::new(e, Unit::Epoch)));
-    }
-    if let Some(i) = config.length.iterations {
-        parts.push(Box::new(IntervalTrigger::iterations(i)));
-    }
-    if let Some(s) = config.length.time_limit_seconds {
-        parts.push(Box::new(TimeTrigger::new(Duration::from_secs_f64(s))));
-    }
-    if parts.len() == 1 {
-        parts.pop().expect("one part")
-    } else {
-        Box::new(AnyOf(parts))
+fn stop_trigger(config: &RunConfig) -> RunLength {
+    RunLength {
+        iterations: config.length.iterations,
+        epochs: config.length.epochs,
+        time: config
+            .length
+            .time_limit_seconds
+            .map(Duration::from_secs_f64),
     }
 }
 
@@ -269,6 +448,8 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     if config.eval_every_epochs > 0.0 {
         crate::evaluate::add_evaluator(trainer, config, &judged)?;
     }
+    // Before the shift: it reports the rate each update used.
+    trainer.extend(ObserveLr);
     if let Some(shift) = learning_rate_shift(config, trainer.updater().iterations_per_epoch())? {
         trainer.extend(shift);
     }
@@ -314,7 +495,12 @@ fn learning_rate_shift(
             bail!("--lr-decay needs a run length: --iterations, --epochs or --time-limit")
         }
     };
-    Ok(Some(LinearShift::new(1.0, 0.0, span)?))
+    // The configured rates, not the snapshot's: a resume may change them.
+    let bases = [
+        ("gen", config.model.gen_optimizer.lr()),
+        ("dis", config.model.dis_optimizer.lr()),
+    ];
+    Ok(Some(LinearShift::new(1.0, 0.0, span)?.bases(bases)))
 }
 
 /// The fixed real images D reconstructs each epoch: the first 100 MNIST test

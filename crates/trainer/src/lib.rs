@@ -63,6 +63,7 @@ pub mod optim;
 pub mod params;
 pub mod reporter;
 pub mod rng;
+pub mod run_lock;
 pub mod state;
 pub mod trainer;
 pub mod trigger;
@@ -80,11 +81,12 @@ pub use optim::{
 pub use params::{ParamKind, ParamStore};
 pub use reporter::{report, Observation};
 pub use rng::{Rng, RngState};
+pub use run_lock::RunLock;
 pub use state::State;
 pub use trainer::Trainer;
 pub use trigger::{
     AllOf, AnyOf, BestValueTrigger, EarlyStoppingTrigger, IntervalTrigger, ManualScheduleTrigger,
-    Mode, OnceTrigger, Status, TimeTrigger, Trigger, Unit,
+    Mode, OnceTrigger, RunLength, Status, TimeTrigger, Trigger, Unit,
 };
 pub use updater::{Models, StandardUpdater, UpdateContext, UpdateCore, Updater};
 

@@ -120,6 +120,18 @@ impl State {
                 .is_some_and(|(k, _)| k.starts_with(&start))
     }
 
+    /// The first tensor holding a NaN or an infinity, with that value, or
+    /// `None` when every floating-point tensor is finite (integer tensors
+    /// always are).
+    pub fn first_non_finite(&self) -> Result<Option<(String, f64)>> {
+        for (key, tensor) in &self.tensors {
+            if let Some(value) = first_non_finite_value(tensor)? {
+                return Ok(Some((key.clone(), value)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Writes the state as a snapshot folder, atomically: the folder appears
     /// complete under its final name or not at all.
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -131,6 +143,7 @@ impl State {
                 .map(|(k, t)| Ok((k.as_str(), t.to_device(&Device::Cpu)?)))
                 .collect::<Result<_>>()?;
             candle_core::safetensors::save(&on_cpu, tmp.join(TENSORS_FILE))?;
+            fsutil::give_default_permissions(&tmp.join(TENSORS_FILE))?;
             std::fs::write(tmp.join(JSON_FILE), &json)?;
             Ok(())
         })
@@ -180,6 +193,33 @@ impl State {
     }
 }
 
+/// The first NaN or infinity in `tensor`, read in place where it lies
+/// contiguous in CPU memory (snapshots hold hundreds of MB).
+fn first_non_finite_value(tensor: &Tensor) -> Result<Option<f64>> {
+    use candle_core::{CpuStorage, DType, Storage};
+    fn scan<T: Copy + Into<f64>>(values: &[T]) -> Option<f64> {
+        values
+            .iter()
+            .map(|&v| v.into())
+            .find(|v: &f64| !v.is_finite())
+    }
+    if !tensor.dtype().is_float() {
+        return Ok(None);
+    }
+    if tensor.device().is_cpu() {
+        let (storage, layout) = tensor.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            match cpu {
+                CpuStorage::F32(v) => return Ok(scan(&v[start..end])),
+                CpuStorage::F64(v) => return Ok(scan(&v[start..end])),
+                _ => {}
+            }
+        }
+    }
+    let values: Vec<f64> = tensor.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+    Ok(scan(&values))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +266,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn non_finite_tensors_are_found_in_any_layout() -> Result<()> {
+        let mut s = State::new();
+        s.put_tensor("a/ok", &Tensor::new(&[1f32, 2.0], &Device::Cpu)?);
+        s.put_tensor("b/int", &Tensor::new(&[7u32], &Device::Cpu)?);
+        assert_eq!(s.first_non_finite()?, None);
+        let t = Tensor::new(&[[1f32, f32::INFINITY], [3.0, 4.0]], &Device::Cpu)?;
+        s.put_tensor("c/transposed", &t.t()?);
+        let (key, value) = s.first_non_finite()?.expect("the infinity is found");
+        assert_eq!((key.as_str(), value), ("c/transposed", f64::INFINITY));
+        let mut d = State::new();
+        d.put_tensor(
+            "nan",
+            &Tensor::new(&[0f64, f64::NAN], &Device::Cpu)?.narrow(0, 1, 1)?,
+        );
+        assert!(d.first_non_finite()?.expect("found").1.is_nan());
         Ok(())
     }
 }

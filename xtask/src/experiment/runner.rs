@@ -28,6 +28,10 @@ pub const STDERR_FILE: &str = "kusari.stderr";
 /// What kusari says when FailOnNonNumber stops a run.
 const DIVERGED_MARKER: &str = "training has diverged";
 
+/// `kusari train`'s exit status when a signal stopped it after a snapshot
+/// (docs/reliability.md).
+const KUSARI_STOPPED: i32 = 75;
+
 /// Ctrl-C / SIGTERM received by the experiment.
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 /// The running kusari's process id, 0 when none runs.
@@ -73,7 +77,8 @@ fn send_interrupt(_pid: i32) {}
 /// How a kusari run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Exit status 0: completed, or stopped by a signal with a snapshot.
+    /// Exit status 0 (completed) or [`KUSARI_STOPPED`] (stopped by a signal
+    /// with a snapshot).
     Exited,
     /// kusari stopped the run because a value became NaN or infinite.
     Diverged(String),
@@ -178,7 +183,7 @@ pub fn run_kusari(
     let _ = echo.join();
     let status = status.with_context(|| format!("waiting for {}", binary.display()))?;
 
-    if status.success() {
+    if status.success() || status.code() == Some(KUSARI_STOPPED) {
         return Ok((Outcome::Exited, elapsed));
     }
     let output = read_from(&stderr_path, start_offset).unwrap_or_default();

@@ -47,6 +47,25 @@ impl OptimizerConfig {
         })
     }
 
+    /// Gives `optimizer` (built from a configuration of the same kind) these
+    /// settings, keeping its moments and step count.
+    pub fn apply_to(&self, optimizer: &mut dyn Optimizer) -> Result<()> {
+        let Some(any) = optimizer.as_any_mut() else {
+            bail!("this optimizer's settings cannot be changed");
+        };
+        match *self {
+            Self::Adam(c) => match any.downcast_mut::<Adam>() {
+                Some(adam) => adam.set_config(c),
+                None => bail!("the run's optimizer is not Adam; keep --optimizer as it was"),
+            },
+            Self::RmsProp(c) => match any.downcast_mut::<RmsProp>() {
+                Some(rmsprop) => rmsprop.set_config(c),
+                None => bail!("the run's optimizer is not RMSProp; keep --optimizer as it was"),
+            },
+        }
+        Ok(())
+    }
+
     /// Checks every setting, naming `what` (e.g. `gen_optimizer`) and the bad value.
     pub fn validate(&self, what: &str) -> Result<()> {
         let lr = self.lr();

@@ -221,6 +221,8 @@ impl Judge {
         let tmp = fsutil::temp_sibling(path);
         let written = candle_core::safetensors::save(&tensors, &tmp)
             .map_err(anyhow::Error::from)
+            .and_then(|()| fsutil::give_default_permissions(&tmp))
+            .and_then(|()| Ok(std::fs::File::open(&tmp)?.sync_all()?))
             .and_then(|()| Ok(std::fs::rename(&tmp, path)?));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);

@@ -28,7 +28,10 @@ pub fn parse_npy_u8(bytes: &[u8]) -> Result<NpyBytes> {
     );
     let major = bytes[6];
     let (header_len, header_start) = match major {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        1 => (
+            usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+            10usize,
+        ),
         2 | 3 => {
             ensure!(bytes.len() >= 12, "the .npy header is cut short");
             let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -36,7 +39,9 @@ pub fn parse_npy_u8(bytes: &[u8]) -> Result<NpyBytes> {
         }
         v => bail!(".npy format version {v} is not supported (1, 2 and 3 are)"),
     };
-    let header_end = header_start + header_len;
+    let header_end: usize = header_start
+        .checked_add(header_len)
+        .context("the .npy header length is corrupt")?;
     ensure!(bytes.len() >= header_end, "the .npy header is cut short");
     let header = std::str::from_utf8(&bytes[header_start..header_end])
         .context("the .npy header is not text")?;
@@ -57,7 +62,12 @@ pub fn parse_npy_u8(bytes: &[u8]) -> Result<NpyBytes> {
     let shape = parse_shape(header_value(header, "shape")?)?;
 
     let data = &bytes[header_end..];
-    let want: usize = shape.iter().product();
+    let want = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .with_context(|| {
+            format!("the .npy header's shape {shape:?} is impossibly large; the file is corrupt")
+        })?;
     ensure!(
         data.len() == want,
         "the .npy header promises shape {shape:?} ({want} bytes) but the file holds {} bytes of data; \

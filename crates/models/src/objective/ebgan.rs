@@ -77,7 +77,14 @@ const MIN_NORM: f64 = 1e-12;
 pub fn pull_away(s: &Tensor, variant: PtVariant) -> Result<Tensor> {
     let s = s.flatten_from(1)?;
     let n = s.dim(0)?;
-    let norms = s.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(MIN_NORM)?;
+    // The floor goes under the square root: sqrt's gradient at an all-zero
+    // row (a code whose units dropout all dropped) is infinite, and times
+    // the floor's zero gradient it would be NaN.
+    let norms = s
+        .sqr()?
+        .sum_keepdim(1)?
+        .maximum(MIN_NORM * MIN_NORM)?
+        .sqrt()?;
     let unit = s.broadcast_div(&norms)?;
     let cos = unit.matmul(&unit.t()?)?;
     let nf = n as f64;
@@ -220,6 +227,30 @@ mod pull_away_tests {
             .flatten_all()?
             .to_vec1::<f32>()?;
         assert!(gs.iter().all(|v| v.is_finite()) && gs.iter().any(|v| *v != 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn an_all_zero_code_has_cosines_and_gradients_of_zero_not_nan() -> Result<()> {
+        // Dropout can zero every unit of a small code.
+        let s = candle_core::Var::from_tensor(&Tensor::new(
+            &[[1f32, 2.0], [0.0, 0.0], [2.0, 1.0]],
+            &Device::Cpu,
+        )?)?;
+        for variant in [PtVariant::Paper, PtVariant::Blog, PtVariant::Unsquared] {
+            let p = pull_away(s.as_tensor(), variant)?;
+            assert!(p.to_scalar::<f32>()?.is_finite());
+            let g = p.backward()?;
+            let gs = g.get(&s).expect("gradient").to_vec2::<f32>()?;
+            assert!(
+                gs.iter().flatten().all(|v| v.is_finite()),
+                "{variant:?}: {gs:?}"
+            );
+            if variant != PtVariant::Unsquared {
+                // cos² is flat where cos is 0.
+                assert_eq!(gs[1], vec![0.0, 0.0], "{variant:?}");
+            }
+        }
         Ok(())
     }
 }

@@ -35,28 +35,76 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }
-    gunzip(&raw).with_context(|| {
-        format!(
-            "{} is not a complete gzip file; it is probably truncated or damaged: {}",
-            path.display(),
-            redownload_hint(path)
-        )
+    gunzip(&raw).map_err(|e| {
+        let problem = match e.downcast_ref::<GunzipError>() {
+            Some(GunzipError::TooLarge) => format!(
+                "{} inflates past {} MB, far more than any IDX file of MNIST's (47 MB); it is \
+                 not an MNIST file, or it is damaged",
+                path.display(),
+                MAX_INFLATED >> 20
+            ),
+            Some(GunzipError::Truncated) => format!(
+                "{} is not a complete gzip file; it is truncated",
+                path.display()
+            ),
+            _ => format!("{} is a damaged gzip file ({e})", path.display()),
+        };
+        anyhow::anyhow!("{problem}: {}", redownload_hint(path))
     })
 }
 
-/// Decompresses a whole gzip file held in memory.
+/// The most a gzip file may inflate to: bounds memory against a damaged or
+/// hostile file (MNIST's largest is 47 MB).
+pub(crate) const MAX_INFLATED: u64 = 1 << 30;
+
+/// Why a gzip file could not be inflated.
+#[derive(Debug)]
+pub(crate) enum GunzipError {
+    /// It ends before its last member does.
+    Truncated,
+    /// It inflates past [`MAX_INFLATED`].
+    TooLarge,
+    /// Its data is not valid deflate or gzip.
+    Damaged(std::io::Error),
+}
+
+impl std::fmt::Display for GunzipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Truncated => f.write_str("the gzip data ends early"),
+            Self::TooLarge => f.write_str("the gzip data inflates past the bound"),
+            Self::Damaged(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for GunzipError {}
+
+/// Decompresses a whole gzip file held in memory, up to [`MAX_INFLATED`] bytes.
 pub(crate) fn gunzip(gz: &[u8]) -> Result<Vec<u8>> {
+    gunzip_at_most(gz, MAX_INFLATED)
+}
+
+/// [`gunzip`] with another bound.
+fn gunzip_at_most(gz: &[u8], limit: u64) -> Result<Vec<u8>> {
     // The trailer's ISIZE (length mod 2^32) sizes the buffer up front; capped
     // so that a damaged trailer cannot request a huge allocation.
     let hint = gz
         .len()
         .checked_sub(4)
-        .map(|at| u32::from_le_bytes(gz[at..].try_into().unwrap()) as usize)
+        .map(|at| u32::from_le_bytes([gz[at], gz[at + 1], gz[at + 2], gz[at + 3]]) as usize)
         .unwrap_or(0)
         .min(256 << 20);
     let mut out = Vec::with_capacity(hint);
-    flate2::read::MultiGzDecoder::new(gz).read_to_end(&mut out)?;
-    Ok(out)
+    let mut reader = flate2::read::MultiGzDecoder::new(gz).take(limit + 1);
+    match reader.read_to_end(&mut out) {
+        Ok(_) if out.len() as u64 > limit => Err(GunzipError::TooLarge.into()),
+        Ok(_) => Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(GunzipError::Truncated.into())
+        }
+        Err(e) => Err(GunzipError::Damaged(e).into()),
+    }
 }
 
 fn header_u32(bytes: &[u8], index: usize) -> u32 {
@@ -178,4 +226,33 @@ pub(crate) fn encode_labels(labels: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(labels);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_that_inflates_too_far_is_named_as_such_not_as_truncated() {
+        let gz = gzip(&vec![0u8; 5000]);
+        assert_eq!(gunzip_at_most(&gz, 5000).unwrap().len(), 5000);
+        let err = gunzip_at_most(&gz, 4999).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(GunzipError::TooLarge)),
+            "{err}"
+        );
+        let err = gunzip_at_most(&gz[..gz.len() - 10], 5000).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(GunzipError::Truncated)),
+            "{err}"
+        );
+    }
 }

@@ -56,7 +56,13 @@ impl ImageFolder {
         let mut ignored = 0usize;
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read image folder {}", dir.display()))?;
-        walk(entries, dir, &mut candidates, &mut skipped, &mut ignored);
+        let mut walk_state = Walk {
+            found: &mut candidates,
+            skipped: &mut skipped,
+            ignored: &mut ignored,
+            visited: dir.canonicalize().into_iter().collect(),
+        };
+        walk_state.walk(entries, dir);
         candidates.sort();
         tracing::info!(
             "decoding {} images under {} to {size}×{size}{}",
@@ -175,37 +181,64 @@ impl ImageFolder {
 }
 
 /// Collects image files under a folder into `found`; unreadable subfolders
-/// go to `skipped`. Symlinked folders are not followed (they may loop).
-fn walk(
-    entries: std::fs::ReadDir,
-    dir: &Path,
-    found: &mut Vec<PathBuf>,
-    skipped: &mut Vec<(PathBuf, String)>,
-    ignored: &mut usize,
-) {
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!("skipping an entry of {}: {e}", dir.display());
-                skipped.push((dir.to_path_buf(), format!("cannot list folder: {e}")));
-                continue;
-            }
-        };
-        let path = entry.path();
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir {
-            match std::fs::read_dir(&path) {
-                Ok(sub) => walk(sub, &path, found, skipped, ignored),
+/// go to `skipped`. Symlinked folders are followed, each real folder once,
+/// so that a link back up the tree cannot loop.
+struct Walk<'a> {
+    found: &'a mut Vec<PathBuf>,
+    skipped: &'a mut Vec<(PathBuf, String)>,
+    ignored: &'a mut usize,
+    visited: std::collections::HashSet<PathBuf>,
+}
+
+impl Walk<'_> {
+    fn walk(&mut self, entries: std::fs::ReadDir, dir: &Path) {
+        let mut paths = vec![];
+        for entry in entries {
+            match entry {
+                Ok(entry) => paths.push(entry.path()),
                 Err(e) => {
-                    tracing::warn!("skipping folder {}: {e}", path.display());
-                    skipped.push((path, format!("cannot list folder: {e}")));
+                    tracing::warn!("skipping an entry of {}: {e}", dir.display());
+                    self.skipped
+                        .push((dir.to_path_buf(), format!("cannot list folder: {e}")));
                 }
             }
-        } else if has_image_extension(&path) {
-            found.push(path);
-        } else {
-            *ignored += 1;
+        }
+        // In name order, so that which link to a folder is read is always the same.
+        paths.sort();
+        for path in paths {
+            // Follows symlinks, so a linked folder counts as a folder.
+            if path.is_dir() {
+                let real = match path.canonicalize() {
+                    Ok(real) => real,
+                    Err(e) => {
+                        tracing::warn!("skipping folder {}: {e}", path.display());
+                        self.skipped
+                            .push((path, format!("cannot resolve folder: {e}")));
+                        continue;
+                    }
+                };
+                if !self.visited.insert(real.clone()) {
+                    tracing::warn!(
+                        "skipping folder {}: it is {}, which is read already (a symlink loop or \
+                         a second link to it)",
+                        path.display(),
+                        real.display()
+                    );
+                    continue;
+                }
+                match std::fs::read_dir(&path) {
+                    Ok(sub) => self.walk(sub, &path),
+                    Err(e) => {
+                        tracing::warn!("skipping folder {}: {e}", path.display());
+                        self.skipped
+                            .push((path, format!("cannot list folder: {e}")));
+                    }
+                }
+            } else if has_image_extension(&path) {
+                self.found.push(path);
+            } else {
+                *self.ignored += 1;
+            }
         }
     }
 }
@@ -218,17 +251,32 @@ fn has_image_extension(path: &Path) -> bool {
 
 /// Decodes `path` and returns its `size × size` center crop as CHW bytes.
 fn prepare(path: &Path, size: u32) -> Result<Vec<u8>, String> {
-    let image = image::ImageReader::open(path)
-        .map_err(|e| format!("cannot open: {e}"))?
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot open: {e}"))?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?
-        .decode()
-        .map_err(|e| format!("cannot decode: {e}"))?;
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        // The JPEG decoder fills a cut-off image with grey without an error.
+        return Err("the JPEG is truncated (its image data has no end marker)".to_string());
+    }
+    let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
     let rgb = image.into_rgb8();
     if rgb.width() == 0 || rgb.height() == 0 {
         return Err("the image is empty".to_string());
     }
     Ok(to_chw(&resize_and_crop(rgb, size)))
+}
+
+/// Whether a JPEG's last scan is followed by an end-of-image marker. Inside
+/// scan data a 0xFF byte is always followed by 0x00 or a restart marker, so
+/// the last start-of-scan (FF DA) is the main image's, and a complete file
+/// has FF D9 after it.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let marker_at = |m: u8| bytes.windows(2).rposition(|w| w == [0xFF, m]);
+    match (marker_at(0xDA), marker_at(0xD9)) {
+        (Some(scan), Some(end)) => end > scan,
+        _ => false,
+    }
 }
 
 /// Scales `image` so its shorter side is `size`, then cuts out the centered
@@ -348,6 +396,58 @@ mod tests {
         assert_eq!(ds.values_of(5)[64], folder.image(5)[64] as f32 / 255.0);
         // Deterministic: the same folder reads the same.
         assert_eq!(ImageFolder::load(root, 8)?.pixels(), folder.pixels());
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_images_are_skipped_by_name_and_linked_folders_followed_once() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("images");
+        std::fs::create_dir_all(root.join("own"))?;
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&outside)?;
+        let noisy = RgbImage::from_fn(64, 64, |x, y| {
+            Rgb([(x * 37 % 251) as u8, (y * 53) as u8, (x ^ y) as u8])
+        });
+        let jpeg = root.join("own").join("whole.jpg");
+        noisy.save_with_format(&jpeg, image::ImageFormat::Jpeg)?;
+        let bytes = std::fs::read(&jpeg)?;
+        let cut_jpeg = root.join("own").join("cut.jpg");
+        std::fs::write(&cut_jpeg, &bytes[..bytes.len() * 2 / 3])?;
+        let png = root.join("own").join("whole.png");
+        noisy.save(&png)?;
+        let bytes = std::fs::read(&png)?;
+        let cut_png = root.join("own").join("cut.png");
+        std::fs::write(&cut_png, &bytes[..bytes.len() * 2 / 3])?;
+        RgbImage::from_pixel(9, 9, Rgb([1, 2, 3])).save(outside.join("linked.png"))?;
+        std::os::unix::fs::symlink(&outside, root.join("link"))?;
+        // A loop back to the root, and a second link to the same folder.
+        std::os::unix::fs::symlink(&root, root.join("own").join("up"))?;
+        std::os::unix::fs::symlink(&outside, root.join("own").join("again"))?;
+
+        let folder = ImageFolder::load(&root, 8)?;
+        let names: Vec<String> = folder
+            .paths()
+            .iter()
+            .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&"own/whole.jpg".to_string()), "{names:?}");
+        assert!(names.contains(&"own/whole.png".to_string()), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.ends_with("linked.png")),
+            "the symlinked folder is read: {names:?}"
+        );
+        let skipped: Vec<&PathBuf> = folder.skipped().iter().map(|(p, _)| p).collect();
+        assert_eq!(skipped.len(), 2, "{:?}", folder.skipped());
+        assert!(skipped.contains(&&cut_jpeg) && skipped.contains(&&cut_png));
+        let why = &folder
+            .skipped()
+            .iter()
+            .find(|(p, _)| *p == cut_jpeg)
+            .unwrap()
+            .1;
+        assert!(why.contains("truncated"), "{why}");
         Ok(())
     }
 

@@ -26,9 +26,9 @@ impl fmt::Display for NonFiniteValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "`{}` is {} at iteration {}: training has diverged. Try a lower learning rate, \
-             or resume from the last good snapshot (the newest snapshot_iter_* in the output \
-             folder) with changed settings",
+            "`{}` is {} at iteration {}: training has diverged. Resume from the newest \
+             snapshot_iter_* in the output folder (regular snapshots hold finite values only) \
+             with lower learning rates, or start again with them",
             self.key, self.value, self.iteration
         )
     }

@@ -34,6 +34,8 @@ pub struct LinearShift {
     end: f64,
     span: ShiftSpan,
     base: Vec<(String, f64)>,
+    /// Bases given by the caller win over the ones a snapshot stored.
+    fixed_base: bool,
 }
 
 impl LinearShift {
@@ -56,6 +58,7 @@ impl LinearShift {
             end,
             span,
             base: vec![],
+            fixed_base: false,
         })
     }
 
@@ -66,6 +69,19 @@ impl LinearShift {
         S: Into<String>,
     {
         self.optimizers = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The rates the factors multiply, per optimizer, instead of the rates
+    /// the optimizers hold when the run starts. They also override the ones
+    /// a snapshot stored, so a resumed run can go on from other rates.
+    pub fn bases<I, S>(mut self, bases: I) -> Self
+    where
+        I: IntoIterator<Item = (S, f64)>,
+        S: Into<String>,
+    {
+        self.base = bases.into_iter().map(|(n, r)| (n.into(), r)).collect();
+        self.fixed_base = true;
         self
     }
 
@@ -134,7 +150,9 @@ impl Extension for LinearShift {
     }
 
     fn load_state(&mut self, state: &State) -> Result<()> {
-        self.base = state.get("base")?;
+        if !self.fixed_base {
+            self.base = state.get("base")?;
+        }
         Ok(())
     }
 

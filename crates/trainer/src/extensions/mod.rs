@@ -25,6 +25,7 @@ mod image_grid;
 mod linear_shift;
 mod log_report;
 mod moving_average;
+mod observe_lr;
 mod plot_report;
 mod png_file;
 mod print_report;
@@ -36,10 +37,11 @@ pub use image_grid::write_image_grid;
 pub use linear_shift::{LinearShift, ShiftSpan};
 pub use log_report::{LogEntries, LogEntry, LogReport};
 pub use moving_average::MovingAverage;
+pub use observe_lr::ObserveLr;
 pub use plot_report::{PlotReport, XAxis};
 pub use print_report::PrintReport;
 pub use progress_bar::{BarLineWriter, ProgressBar};
-pub use snapshot::{latest_snapshot, Snapshot};
+pub use snapshot::{latest_snapshot, snapshot_paths, Snapshot};
 
 use crate::extension::Priority;
 

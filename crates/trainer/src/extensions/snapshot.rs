@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
+use super::NonFiniteValue;
 use crate::extension::{Context, Ending, Extension, Priority};
 use crate::state::{State, JSON_FILE, TENSORS_FILE};
 use crate::trigger::{IntervalTrigger, Trigger};
@@ -22,7 +23,9 @@ const FAILURE_PREFIX: &str = "failure_snapshot_iter_";
 /// interrupted (Ctrl-C, a stop request) or completes (unless
 /// [`Snapshot::on_completion`] says otherwise) it writes one for the current
 /// iteration; when the run fails it writes `OUT/failure_snapshot_iter_N`
-/// for inspection, which [`latest_snapshot`] never picks.
+/// for inspection, which [`latest_snapshot`] never picks. A regular
+/// snapshot is written only when every tensor in it is finite: weights gone
+/// NaN or infinite fail the run with [`NonFiniteValue`] naming the tensor.
 pub struct Snapshot {
     keep: Option<usize>,
     last_written: Option<u64>,
@@ -79,6 +82,17 @@ impl Snapshot {
         let state = ctx
             .trainer_state_with(own)
             .context("collecting the trainer's state for a snapshot")?;
+        if prefix == PREFIX {
+            // A snapshot to resume from must be worth resuming.
+            if let Some((key, value)) = state.first_non_finite()? {
+                return Err(NonFiniteValue {
+                    key,
+                    iteration,
+                    value,
+                }
+                .into());
+            }
+        }
         state.save(&path).with_context(|| {
             format!(
                 "writing snapshot {}; check that the disk has room and the output folder is writable",
@@ -194,6 +208,19 @@ fn prune(out: &Path, keep: usize, just_written: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every complete `snapshot_iter_N` folder in `out`, oldest first (none
+/// when `out` does not exist).
+pub fn snapshot_paths(out: &Path) -> Result<Vec<PathBuf>> {
+    if !out.exists() {
+        return Ok(vec![]);
+    }
+    Ok(snapshot_folders(out)?
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .filter(|dir| is_complete(dir))
+        .collect())
 }
 
 /// The newest complete `snapshot_iter_N` folder in `out` (highest N), or

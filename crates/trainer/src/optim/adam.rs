@@ -95,6 +95,13 @@ impl Adam {
         &self.config
     }
 
+    /// Replaces the settings (rate, decay rates, epsilon) and keeps the
+    /// moments and the step count: a resumed run may go on with other
+    /// settings.
+    pub fn set_config(&mut self, config: AdamConfig) {
+        self.config = config;
+    }
+
     /// The bias-corrected step size for step `t` (1-based).
     fn corrected_lr(&self, t: u64) -> f64 {
         let c = &self.config;

@@ -115,6 +115,13 @@ impl RmsProp {
         &self.config
     }
 
+    /// Replaces the settings (rate, decay rates, epsilon) and keeps the
+    /// moments and the step count: a resumed run may go on with other
+    /// settings.
+    pub fn set_config(&mut self, config: RmsPropConfig) {
+        self.config = config;
+    }
+
     fn constants(&self) -> RmsPropStep {
         RmsPropStep {
             lr: self.config.lr as f32,

@@ -12,6 +12,7 @@ mod early_stopping;
 mod interval;
 mod manual;
 mod once;
+mod run_length;
 mod time;
 
 pub use best_value::{BestValueTrigger, Mode};
@@ -20,6 +21,7 @@ pub use early_stopping::EarlyStoppingTrigger;
 pub use interval::IntervalTrigger;
 pub use manual::ManualScheduleTrigger;
 pub use once::OnceTrigger;
+pub use run_length::RunLength;
 pub use time::TimeTrigger;
 
 use std::time::Duration;
