@@ -1,10 +1,11 @@
-//! `cargo xtask experiment <bn|activation|pt|margin>`: trains a grid of
-//! configurations × seeds on MNIST with the release `kusari`, one run at a
-//! time, judges each, and writes `docs/results/<name>.md` (table, answer,
-//! command, machine), `<name>.png` (FID over epochs) and `<name>.json` (raw
-//! numbers). Rerunning it skips finished runs and resumes interrupted ones.
+//! `cargo xtask experiment <NAME|FILE.toml>`: trains the grid a grid file
+//! describes (`experiments/*.toml`, docs/grids.md) — cells × seeds — with the
+//! release `kusari`, on this machine (`--executor local`, `--jobs N` at a
+//! time) or as a SLURM job array (`--executor slurm`), judges each run, and
+//! writes `docs/results/<name>.md` (table, answer, command, machine),
+//! `<name>.png` (FID over epochs) and `<name>.json` (raw numbers). Rerunning
+//! it skips finished runs and resumes interrupted ones; `status` counts them.
 
-mod base;
 mod flags;
 mod grid;
 mod machine;
@@ -13,21 +14,24 @@ mod plot;
 mod report;
 mod run_dir;
 mod runner;
+mod slurm;
 mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use self::flags::Flags;
-use self::grid::GridConfig;
+use self::grid::{Budget, GridConfig};
 use self::machine::{git_commit, Machine};
-use self::options::Options;
+use self::options::{Action, Executor, Options};
 use self::report::{duration_text, Report};
 use self::run_dir::{unix_now, write_atomic, RunDir, RunRecord, RunResult, RunState};
-use self::runner::{Outcome, RunsLock};
+use self::runner::{Outcome, RunsLock, Share};
 use crate::workspace_root;
 
 /// The four MNIST files (each may also be `.gz`, or spelled `.idx`).
@@ -39,12 +43,12 @@ const MNIST_FILES: [&str; 4] = [
 ];
 
 /// One run of the plan.
-struct PlannedRun {
-    config: GridConfig,
-    seed: u64,
-    dir: RunDir,
-    /// Every `kusari train` flag but seed, epochs and out.
-    flags: Flags,
+pub struct PlannedRun {
+    pub config: GridConfig,
+    pub seed: u64,
+    pub dir: RunDir,
+    /// Every `kusari train` flag but seed, budget and out.
+    pub flags: Flags,
 }
 
 /// Runs `cargo xtask experiment ARGS`.
@@ -54,6 +58,21 @@ pub fn experiment(args: &[String]) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     options.check_budget()?;
+    let plan = plan(&options);
+    match options.action {
+        Action::Status => {
+            slurm::print_status(&options, &plan)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Action::Collect => {
+            let command = std::env::var("KUSARI_EXPERIMENT_COMMAND")
+                .unwrap_or_else(|_| command_line(&options.args, mnist_dir().ok().as_deref()));
+            write_report(&options, &plan, &command)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Action::Task(k) => return run_task(&options, &plan, k),
+        Action::Run => {}
+    }
     let mnist = mnist_dir()?;
     if options.seeds < 3 {
         eprintln!(
@@ -61,27 +80,173 @@ pub fn experiment(args: &[String]) -> Result<ExitCode> {
             options.seeds
         );
     }
+    match &options.executor {
+        Executor::Slurm { .. } => slurm::submit(&options, &plan, &mnist, &root),
+        Executor::Local { jobs } => run_local(&options, &plan, &mnist, &root, *jobs),
+    }
+}
+
+/// `--executor local`: trains the unfinished runs on this machine, `jobs` at
+/// a time, then writes the document.
+fn run_local(
+    options: &Options,
+    plan: &[PlannedRun],
+    mnist: &Path,
+    root: &Path,
+    jobs: u32,
+) -> Result<ExitCode> {
     runner::install_signal_handler()?;
     let lock = RunsLock::acquire(&options.runs_dir)?;
     let binary = crate::train::build_release()?;
-    let commit = git_commit(&root);
-    let plan = plan(&options);
-    let command = command_line(args, &mnist);
-
+    let commit = git_commit(root);
+    let command = command_line(&options.args, Some(mnist));
+    let share = Share::of(jobs);
+    let at_a_time = if jobs == 1 {
+        "one at a time".to_string()
+    } else {
+        format!(
+            "{jobs} at a time, {} thread(s) each",
+            share.threads.unwrap_or(1)
+        )
+    };
     println!(
-        "== experiment {}: {} configurations × {} seeds = {} runs of {} epochs, one at a time",
-        options.experiment.name(),
-        options.experiment.configs().len(),
+        "== experiment {}: {} cells × {} seeds = {} runs of {}, {at_a_time}",
+        options.grid.name,
+        options.grid.cells.len(),
         options.seeds,
         plan.len(),
-        options.epochs
+        options.budget.text()
     );
     println!("   runs in {}", options.runs_dir.display());
-    let mut timed = Vec::new();
-    for (k, run) in plan.iter().enumerate() {
-        if runner::stop_requested() {
-            return Ok(stopped(&command, k, plan.len()));
+
+    let next = AtomicUsize::new(0);
+    let timed = Mutex::new(Vec::new());
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let stopped_at: Mutex<Option<usize>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(plan.len() as u32).max(1) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k >= plan.len() || first_error.lock().map_or(true, |e| e.is_some()) {
+                    return;
+                }
+                if runner::stop_requested() {
+                    let mut stop = stopped_at.lock().expect("not poisoned");
+                    *stop = Some(stop.map_or(k, |s| s.min(k)));
+                    return;
+                }
+                let context = LocalRun {
+                    options,
+                    plan,
+                    binary: &binary,
+                    commit: &commit,
+                    lock: Some(&lock),
+                    share,
+                    timed: &timed,
+                };
+                match context.train(k) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let mut stop = stopped_at.lock().expect("not poisoned");
+                        *stop = Some(stop.map_or(k, |s| s.min(k)));
+                        return;
+                    }
+                    Err(e) => {
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
         }
+    });
+    if let Some(e) = first_error.into_inner().expect("not poisoned") {
+        return Err(e);
+    }
+    if let Some(k) = stopped_at.into_inner().expect("not poisoned") {
+        return Ok(stopped(&command, k, plan.len()));
+    }
+    drop(lock);
+    write_report(options, plan, &command)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A SLURM array task: trains run `k` like the local executor, with the
+/// task's CPUs. A run stopped by a signal (preemption, the time limit's
+/// warning, `scontrol requeue`) is requeued to resume from its snapshot and
+/// the task exits 75; a failure is recorded for `status`.
+fn run_task(options: &Options, plan: &[PlannedRun], k: usize) -> Result<ExitCode> {
+    if k >= plan.len() {
+        bail!(
+            "--task {k}: the plan has {} runs (0–{})",
+            plan.len(),
+            plan.len().saturating_sub(1)
+        );
+    }
+    runner::install_signal_handler()?;
+    let binary = crate::train::release_binary();
+    let threads = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|c| c.parse().ok());
+    let context = LocalRun {
+        options,
+        plan,
+        binary: &binary,
+        commit: &git_commit(&workspace_root()),
+        lock: None,
+        share: Share {
+            echo: true,
+            threads,
+        },
+        timed: &Mutex::new(Vec::new()),
+    };
+    match context.train(k) {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => {
+            if let (Ok(job), Ok(task)) = (
+                std::env::var("SLURM_ARRAY_JOB_ID"),
+                std::env::var("SLURM_ARRAY_TASK_ID"),
+            ) {
+                // Already requeued when SLURM itself stopped the task; the
+                // time limit's warning needs it.
+                let requeued = std::process::Command::new("scontrol")
+                    .args(["requeue", &format!("{job}_{task}")])
+                    .status();
+                println!("xtask: task stopped with a snapshot; requeue: {requeued:?}");
+            }
+            Ok(ExitCode::from(runner::KUSARI_STOPPED as u8))
+        }
+        Err(e) => {
+            let failure = serde_json::json!({ "status": 1, "error": format!("{e:#}") });
+            let _ = write_atomic(
+                &plan[k].dir.path.join(run_dir::FAILED_FILE),
+                &serde_json::to_vec_pretty(&failure)?,
+            );
+            Err(e)
+        }
+    }
+}
+
+/// What one local run needs from the experiment.
+struct LocalRun<'a> {
+    options: &'a Options,
+    plan: &'a [PlannedRun],
+    binary: &'a Path,
+    commit: &'a str,
+    /// The runs folder's lock (a local experiment; SLURM tasks run side by side).
+    lock: Option<&'a RunsLock>,
+    share: Share,
+    /// Wall times of whole runs, to predict the rest.
+    timed: &'a Mutex<Vec<f64>>,
+}
+
+impl LocalRun<'_> {
+    /// Trains run `k` of the plan unless it is done; `Ok(false)` when the
+    /// experiment was asked to stop during it.
+    fn train(&self, k: usize) -> Result<bool> {
+        let (options, plan) = (self.options, self.plan);
+        let run = &plan[k];
         let title = format!(
             "[{}/{}] {} seed {} ({})",
             k + 1,
@@ -91,18 +256,18 @@ pub fn experiment(args: &[String]) -> Result<ExitCode> {
             run.config.flags.command_text()
         );
         run.dir.settle_killed_attempt()?;
-        let state = run.dir.state(options.epochs)?;
+        let state = run.dir.state(options.budget)?;
         match &state {
             RunState::Finished => {
                 run.dir.check_flags(&run.flags)?;
-                let result = run_result(run, options.epochs)?;
+                let result = run_result(run, options.budget)?;
                 println!("== {title}: finished earlier{}", scores(&result));
-                continue;
+                return Ok(true);
             }
             RunState::Diverged(message) => {
                 run.dir.check_flags(&run.flags)?;
                 println!("== {title}: diverged earlier ({message})");
-                continue;
+                return Ok(true);
             }
             RunState::Resumable => {
                 run.dir.check_flags(&run.flags)?;
@@ -118,41 +283,50 @@ pub fn experiment(args: &[String]) -> Result<ExitCode> {
             _ => RunRecord::new(run.flags.clone()),
         };
         record.attempts += 1;
-        if !record.commits.contains(&commit) {
-            record.commits.push(commit.clone());
+        if !record.commits.iter().any(|c| c == self.commit) {
+            record.commits.push(self.commit.to_string());
         }
         record.running_since = Some(unix_now());
         run.dir.write_record(&record)?;
 
         let started = Instant::now();
-        let args = kusari_args(run, options.epochs, state == RunState::Resumable);
-        let (outcome, wall) = runner::run_kusari(&binary, &args, &run.dir.path, &lock)?;
+        let args = kusari_args(
+            &options.grid.objective,
+            run,
+            options.budget,
+            state == RunState::Resumable,
+        );
+        let (outcome, wall) =
+            runner::run_kusari(self.binary, &args, &run.dir.path, self.lock, &self.share)?;
         record.wall_seconds += wall.as_secs_f64();
         record.running_since = None;
         run.dir.write_record(&record)?;
         match outcome {
-            Outcome::Exited => {
-                if run.dir.state(options.epochs)? != RunState::Finished {
+            Outcome::Exited { completed } => {
+                if !completed {
                     if runner::stop_requested() {
-                        return Ok(stopped(&command, k, plan.len()));
+                        return Ok(false);
                     }
                     bail!(
-                        "kusari exited before {} reached epoch {} (was it stopped from outside?); \
+                        "kusari stopped {} before its budget (was it stopped from outside?); \
                          rerun the same command to resume it",
-                        run.dir.path.display(),
-                        options.epochs
+                        run.dir.path.display()
                     );
                 }
-                let result = run_result(run, options.epochs)?;
-                if state == RunState::Fresh {
-                    // Only whole runs predict the time the others take.
-                    timed.push(started.elapsed().as_secs_f64());
-                }
+                run.dir.mark_finished()?;
+                let result = run_result(run, options.budget)?;
+                let left = {
+                    let mut timed = self.timed.lock().expect("not poisoned");
+                    if state == RunState::Fresh {
+                        // Only whole runs predict the time the others take.
+                        timed.push(started.elapsed().as_secs_f64());
+                    }
+                    time_left(&timed, plan.len() - k - 1)
+                };
                 println!(
-                    "== {title}: done in {}{}{}",
+                    "== {title}: done in {}{}{left}",
                     duration_text(wall.as_secs_f64()),
                     scores(&result),
-                    time_left(&timed, plan.len() - k - 1)
                 );
             }
             Outcome::Diverged(message) => {
@@ -161,7 +335,7 @@ pub fn experiment(args: &[String]) -> Result<ExitCode> {
             }
             Outcome::Failed { status, tail } => {
                 if runner::stop_requested() {
-                    return Ok(stopped(&command, k, plan.len()));
+                    return Ok(false);
                 }
                 bail!(
                     "kusari failed ({status}) on {}; its output is in {}:\n{tail}",
@@ -170,21 +344,20 @@ pub fn experiment(args: &[String]) -> Result<ExitCode> {
                 );
             }
         }
+        Ok(true)
     }
-    drop(lock);
-    write_report(&options, &plan, &command)?;
-    Ok(ExitCode::SUCCESS)
 }
 
-/// Every run, seed by seed (all configurations of seed 1 first), so an
-/// experiment stopped early still compares the configurations evenly.
-fn plan(options: &Options) -> Vec<PlannedRun> {
+/// Every run, seed by seed (all cells of seed 1 first), so an experiment
+/// stopped early still compares the cells evenly. The order is the SLURM
+/// array's task order too.
+pub fn plan(options: &Options) -> Vec<PlannedRun> {
     let shared = options.shared_flags();
-    let configs = options.experiment.configs();
+    let cells = &options.grid.cells;
     (1..=u64::from(options.seeds))
         .flat_map(|seed| {
             let shared = &shared;
-            configs.iter().map(move |config| PlannedRun {
+            cells.iter().map(move |config| PlannedRun {
                 config: config.clone(),
                 seed,
                 dir: RunDir::new(&options.runs_dir, &config.label, seed),
@@ -194,26 +367,21 @@ fn plan(options: &Options) -> Vec<PlannedRun> {
         .collect()
 }
 
-/// `kusari train ebgan FLAGS --seed S --epochs E --out DIR [--resume]`.
-fn kusari_args(run: &PlannedRun, epochs: u32, resume: bool) -> Vec<String> {
-    let mut args: Vec<String> = vec!["train".into(), "ebgan".into()];
+/// `kusari train OBJECTIVE FLAGS --seed S BUDGET --out DIR [--resume]`.
+pub fn kusari_args(objective: &str, run: &PlannedRun, budget: Budget, resume: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec!["train".into(), objective.into()];
     args.extend(run.flags.args());
-    args.extend([
-        "--seed".into(),
-        run.seed.to_string(),
-        "--epochs".into(),
-        epochs.to_string(),
-        "--out".into(),
-        run.dir.path.display().to_string(),
-    ]);
+    args.extend(["--seed".into(), run.seed.to_string()]);
+    args.extend(budget.flags());
+    args.extend(["--out".into(), run.dir.path.display().to_string()]);
     if resume {
         args.push("--resume".into());
     }
     args
 }
 
-fn run_result(run: &PlannedRun, epochs: u32) -> Result<RunResult> {
-    let diverged = match run.dir.state(epochs)? {
+fn run_result(run: &PlannedRun, budget: Budget) -> Result<RunResult> {
+    let diverged = match run.dir.state(budget)? {
         RunState::Diverged(message) => Some(message),
         _ => None,
     };
@@ -222,7 +390,7 @@ fn run_result(run: &PlannedRun, epochs: u32) -> Result<RunResult> {
         &run.config.label,
         run.seed,
         &run.dir.log()?,
-        epochs,
+        budget,
         diverged,
         wall,
     ))
@@ -292,7 +460,7 @@ fn mnist_dir() -> Result<PathBuf> {
 }
 
 /// The command as the reader would type it again.
-fn command_line(args: &[String], mnist: &Path) -> String {
+fn command_line(args: &[String], mnist: Option<&Path>) -> String {
     let quote = |s: &str| {
         if !s.is_empty()
             && s.bytes()
@@ -303,23 +471,30 @@ fn command_line(args: &[String], mnist: &Path) -> String {
             format!("'{}'", s.replace('\'', r"'\''"))
         }
     };
-    let mut words = vec![
-        format!("MNIST_DIR={}", quote(&mnist.display().to_string())),
-        "cargo".into(),
-        "xtask".into(),
-        "experiment".into(),
-    ];
-    words.extend(args.iter().map(|a| quote(a)));
+    let mut words = vec![];
+    if let Some(mnist) = mnist {
+        words.push(format!("MNIST_DIR={}", quote(&mnist.display().to_string())));
+    }
+    words.extend(["cargo".into(), "xtask".into(), "experiment".into()]);
+    // Flags of one invocation are not part of the command to rerun.
+    let once = ["--collect", "--dry-run"];
+    let overrides_at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    words.extend(
+        args.iter()
+            .enumerate()
+            .filter(|(i, a)| *i > overrides_at || !once.contains(&a.as_str()))
+            .map(|(_, a)| quote(a)),
+    );
     words.join(" ")
 }
 
 /// Reads every run's results and writes the document, the plot and the JSON.
-fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Result<()> {
+pub fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Result<()> {
     let mut runs = Vec::new();
     let mut wall = 0.0;
     let mut commits: Vec<String> = Vec::new();
     for run in plan {
-        let result = run_result(run, options.epochs)?;
+        let result = run_result(run, options.budget)?;
         wall += result.wall_seconds;
         for commit in run.dir.record()?.map(|r| r.commits).unwrap_or_default() {
             if !commits.contains(&commit) {
@@ -328,31 +503,37 @@ fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Result
         }
         runs.push(result);
     }
-    let configs = stats::aggregate(&options.experiment.configs(), &runs);
+    let grid = &options.grid;
+    let configs = stats::aggregate(&grid.cells, &runs);
     let file_name = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    let name = options.experiment.name();
+    let name = &grid.name;
     let png = plot::fid_plot(&configs, &format!("experiment {name}: FID over epochs"))?;
     let plot_path = options.plot_path();
     if let Some(png) = &png {
         write_atomic(&plot_path, png)?;
     }
+    let executed = match &options.executor {
+        Executor::Local { jobs: 1 } => "one at a time".to_string(),
+        Executor::Local { jobs } => format!("{jobs} at a time"),
+        Executor::Slurm { .. } => "as a SLURM job array".to_string(),
+    };
     let report = Report {
-        experiment: name.to_string(),
-        question: options.experiment.question().to_string(),
+        experiment: name.clone(),
+        question: grid.question.clone(),
         command: command.to_string(),
         shared_flags: options.shared_flags(),
         overrides: options.overrides.clone(),
-        varied: options
-            .experiment
-            .varied_flags()
-            .iter()
-            .map(|f| f.to_string())
-            .collect(),
-        epochs: options.epochs,
+        varied: grid.varied.clone(),
+        grid_file: grid_file_text(&grid.path),
+        objective: grid.objective.clone(),
+        budget: options.budget.text(),
+        budget_flags: options.budget.flags().join(" "),
+        epochs: options.budget.epochs(),
+        executed,
         seeds: options.seeds,
         machine: Machine::current(),
         commits,
@@ -376,6 +557,18 @@ fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Result
     Ok(())
 }
 
+/// The grid file's path relative to the workspace when it lies inside it.
+fn grid_file_text(path: &Path) -> String {
+    let root = workspace_root();
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    absolute
+        .strip_prefix(&root)
+        .unwrap_or(&absolute)
+        .display()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,7 +588,8 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let options = options::parse(&args, Path::new("/ws"))?.unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let options = options::parse(&args, &root)?.unwrap();
         let plan = plan(&options);
         let order: Vec<(String, u64)> = plan
             .iter()
@@ -416,7 +610,7 @@ mod tests {
         assert_eq!(plan[2].dir.path, PathBuf::from("/r/real-stats/seed1"));
         assert_eq!(plan[2].flags.get("bn"), Some("real-stats"));
         assert_eq!(plan[2].flags.get("units-g"), Some("8"));
-        let args = kusari_args(&plan[2], 3, true);
+        let args = kusari_args("ebgan", &plan[2], Budget::Epochs(3), true);
         assert_eq!(&args[..2], ["train", "ebgan"]);
         let tail: Vec<&str> = args[args.len() - 7..].iter().map(String::as_str).collect();
         assert_eq!(
@@ -434,6 +628,43 @@ mod tests {
         Ok(())
     }
 
+    /// The grid files describe the runs the committed documents were made
+    /// from: the same flags, cells, seeds and budget (kusari's runs repeat
+    /// bit for bit, so the documents reproduce).
+    #[test]
+    fn the_grid_files_plan_the_runs_of_the_committed_documents() -> Result<()> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for name in ["bn", "activation"] {
+            let report: serde_json::Value = serde_json::from_slice(&std::fs::read(
+                root.join(format!("docs/results/{name}.json")),
+            )?)?;
+            let options = options::parse(&[name.to_string()], &root)?.unwrap();
+            let recorded: Flags = serde_json::from_value(report["shared_flags"].clone())?;
+            assert_eq!(options.shared_flags(), recorded, "{name}");
+            assert_eq!(report["epochs"], 5);
+            assert_eq!(options.budget, Budget::Epochs(5));
+            assert_eq!(report["seeds"], u64::from(options.seeds));
+            let labels: Vec<&str> = report["configs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["label"].as_str().unwrap())
+                .collect();
+            let cells: Vec<&str> = options
+                .grid
+                .cells
+                .iter()
+                .map(|c| c.label.as_str())
+                .collect();
+            assert_eq!(cells, labels, "{name}");
+            assert_eq!(
+                options.grid.varied,
+                serde_json::from_value::<Vec<String>>(report["varied"].clone())?
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn the_command_line_is_quoted_for_a_shell() {
         let args: Vec<String> = ["bn", "--runs-dir", "my runs"]
@@ -441,7 +672,7 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(
-            command_line(&args, Path::new("/data/mnist")),
+            command_line(&args, Some(Path::new("/data/mnist"))),
             "MNIST_DIR=/data/mnist cargo xtask experiment bn --runs-dir 'my runs'"
         );
     }

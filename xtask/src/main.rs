@@ -4,9 +4,10 @@
 //!   run `kusari train ebgan|gan --preset seed ARGS…` (later flags override the preset).
 //! - `bench [--config seed|small|fast|all] [--objective NAME|all] [--compare-torch [PATH]] …`:
 //!   time the training step of each objective, beside PyTorch (see `docs/performance.md`).
-//! - `experiment <bn|activation|pt|margin> [OPTIONS] [-- FLAGS…]`: train a
-//!   grid of configurations × seeds on MNIST, judge each, and write
-//!   `docs/results/<name>.md` with a table, a plot and the raw numbers.
+//! - `experiment <NAME|FILE.toml> [OPTIONS] [-- FLAGS…]`: train the grid a
+//!   grid file describes (cells × seeds) on MNIST, here or as a SLURM job
+//!   array, judge each run, and write `docs/results/<name>.md` with a table,
+//!   a plot and the raw numbers (docs/grids.md); `experiment status …` counts the runs.
 //! - `build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]`: fetch the
 //!   CUDA 13.0 toolkit from PyPI wheels into `.cuda/` and build the release
 //!   binary with Candle's CUDA backend into `target/cuda` (see `docs/cuda.md`).
@@ -42,9 +43,10 @@ commands:
   bench [--config seed|small|fast|all] [--objective NAME|all] [--iters N] [--rounds R] [--compare-torch [PATH]]
                         time each objective's training step (s/iter, images/s, GFLOP/s, % of MKL, peak RSS),
                         alternating with the PyTorch reference; see docs/performance.md
-  experiment <bn|activation|pt|margin> [--seeds N] [--epochs E] [--runs-dir DIR] [--doc FILE] [-- FLAGS…]
-                        train a grid × seeds on MNIST ($MNIST_DIR) with the release kusari and
-                        write docs/results/<name>.md/.png/.json; rerun to resume
+  experiment <NAME|FILE.toml> [--executor local|slurm] [--jobs N] [--seeds N] [--epochs E] [-- FLAGS…]
+                        train a grid file's cells × seeds on MNIST ($MNIST_DIR), here or as a SLURM
+                        job array, and write docs/results/<name>.md/.png/.json; rerun to resume;
+                        `experiment status NAME` counts the runs (docs/grids.md)
   build-cuda [--skip-download] [--package P]… [-- CARGO_ARGS…]
                         fetch CUDA 13.0 from PyPI wheels into .cuda/ and build kusari
                         (release, --features cuda) into target/cuda; see docs/cuda.md"

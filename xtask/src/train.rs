@@ -25,12 +25,22 @@ pub fn build_release() -> Result<PathBuf> {
     if !status.success() {
         bail!("building kusari failed");
     }
+    Ok(release_binary())
+}
+
+/// Where [`build_release`] puts the `kusari` binary (built or not).
+pub fn release_binary() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        workspace_root().join(target)
+    };
+    target
         .join("release")
-        .join(format!("kusari{}", std::env::consts::EXE_SUFFIX)))
+        .join(format!("kusari{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// Runs `kusari train <model> --preset seed <rest…>` with a fresh release build.

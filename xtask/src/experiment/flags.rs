@@ -12,12 +12,27 @@ pub struct Flag {
 
 /// `kusari train` flags in a fixed order; setting a flag that is already
 /// there replaces its value in place, so the order stays that of the base.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Two lists are equal when they set the same flags to the same values, in
+/// any order (the order changes no run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Flags(Vec<Flag>);
 
+impl PartialEq for Flags {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .all(|f| other.get(&f.name) == Some(f.value.as_str()))
+    }
+}
+
+impl Eq for Flags {}
+
 impl Flags {
     /// Flags from `(name, value)` pairs, later pairs replacing earlier ones.
+    #[cfg(test)]
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut flags = Self::default();
         for (name, value) in pairs {
@@ -58,12 +73,17 @@ impl Flags {
         self.0.iter()
     }
 
-    /// Command-line arguments: `--name value …`.
+    /// Command-line arguments: `--name value …`; a flag with an empty value
+    /// (a switch such as `--spectral-norm`) is given without one.
     pub fn args(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .flat_map(|f| [format!("--{}", f.name), f.value.clone()])
-            .collect()
+        let mut args = vec![];
+        for flag in &self.0 {
+            args.push(format!("--{}", flag.name));
+            if !flag.value.is_empty() {
+                args.push(flag.value.clone());
+            }
+        }
+        args
     }
 
     /// The arguments as one line, for documents: `--units-g 512 --bn joint`.

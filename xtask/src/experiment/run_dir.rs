@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::flags::Flags;
+use super::grid::Budget;
 
 /// kusari's log inside a run folder.
 const LOG_FILE: &str = "log";
@@ -16,6 +17,10 @@ const LOG_FILE: &str = "log";
 const RECORD_FILE: &str = "run.json";
 /// Written when kusari stopped the run because it diverged.
 const DIVERGED_FILE: &str = "diverged.json";
+/// Written when kusari exited 0: the run reached its budget.
+pub const FINISHED_FILE: &str = "finished.json";
+/// Written by a SLURM task when kusari failed (its exit status).
+pub const FAILED_FILE: &str = "failed.json";
 /// kusari names its snapshot folders `snapshot_iter_<N>`.
 const SNAPSHOT_PREFIX: &str = "snapshot_iter_";
 /// A complete snapshot folder holds both of these.
@@ -85,14 +90,19 @@ impl RunDir {
         }
     }
 
-    /// Decides what to do with the run, for a budget of `epochs`.
-    pub fn state(&self, epochs: u32) -> Result<RunState> {
+    /// Decides what to do with the run, for its budget.
+    pub fn state(&self, budget: Budget) -> Result<RunState> {
         if let Some(message) = self.diverged()? {
             return Ok(RunState::Diverged(message));
         }
-        let log = self.log()?;
-        if entry_at_epoch(&log, epochs).is_some() {
+        if self.path.join(FINISHED_FILE).is_file() {
             return Ok(RunState::Finished);
+        }
+        // Runs of older experiments, from before the marker.
+        if let Some(epochs) = budget.epochs() {
+            if entry_at_epoch(&self.log()?, epochs).is_some() {
+                return Ok(RunState::Finished);
+            }
         }
         if self.has_snapshot()? {
             return Ok(RunState::Resumable);
@@ -158,6 +168,23 @@ impl RunDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// Marks the run as finished (kusari exited 0).
+    pub fn mark_finished(&self) -> Result<()> {
+        let json = serde_json::json!({ "finished_at": unix_now() });
+        let _ = std::fs::remove_file(self.path.join(FAILED_FILE));
+        write_atomic(
+            &self.path.join(FINISHED_FILE),
+            &serde_json::to_vec_pretty(&json)?,
+        )
+    }
+
+    /// The exit status a SLURM task recorded when kusari failed, if any.
+    pub fn failure(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.path.join(FAILED_FILE)).ok()?;
+        let value: Value = serde_json::from_str(&text).ok()?;
+        Some(value["status"].to_string())
     }
 
     /// Marks the run as diverged, with kusari's message.
@@ -265,7 +292,8 @@ pub struct RunResult {
     pub seed: u64,
     /// kusari's divergence message, when the run diverged.
     pub diverged: Option<String>,
-    /// The final evaluation (at the last epoch).
+    /// The final evaluation (at the last epoch, or the latest one of a run
+    /// budgeted in iterations or time).
     pub fid: Option<f64>,
     pub inception_score: Option<f64>,
     pub min_class_share: Option<f64>,
@@ -283,7 +311,7 @@ impl RunResult {
         config: &str,
         seed: u64,
         log: &[Map<String, Value>],
-        epochs: u32,
+        budget: Budget,
         diverged: Option<String>,
         wall_seconds: f64,
     ) -> Self {
@@ -293,23 +321,32 @@ impl RunResult {
                 .and_then(Value::as_f64)
                 .filter(|v| v.is_finite())
         };
-        let last = if diverged.is_some() {
-            None
-        } else {
-            entry_at_epoch(log, epochs)
+        let last = match (diverged.is_some(), budget) {
+            (true, _) => None,
+            (false, Budget::Epochs(epochs)) => entry_at_epoch(log, epochs),
+            // The entry the run ended with; its final evaluation is the
+            // latest one (a time limit rarely ends on an evaluation).
+            (false, _) => log.last(),
         };
+        let evaluated = log.iter().rev().find(|e| number(e, "eval/fid").is_some());
+        let judged = match last {
+            Some(entry) if number(entry, "eval/fid").is_some() => Some(entry),
+            Some(_) if budget.epochs().is_none() => evaluated,
+            _ => None,
+        };
+        let last_epoch = budget.epochs().map_or(f64::INFINITY, f64::from);
         let fid_curve = log
             .iter()
             .filter_map(|e| Some((number(e, "epoch")?, number(e, "eval/fid")?)))
-            .filter(|(epoch, _)| *epoch <= f64::from(epochs))
+            .filter(|(epoch, _)| *epoch <= last_epoch)
             .collect();
         Self {
             config: config.to_string(),
             seed,
             diverged,
-            fid: last.and_then(|e| number(e, "eval/fid")),
-            inception_score: last.and_then(|e| number(e, "eval/is")),
-            min_class_share: last.and_then(|e| number(e, "eval/min_class_share")),
+            fid: judged.and_then(|e| number(e, "eval/fid")),
+            inception_score: judged.and_then(|e| number(e, "eval/is")),
+            min_class_share: judged.and_then(|e| number(e, "eval/min_class_share")),
             fid_curve,
             train_seconds: last.and_then(|e| number(e, "elapsed_time")),
             wall_seconds,
@@ -377,16 +414,16 @@ mod tests {
         let run = RunDir::new(tmp.path(), "joint", 2);
         assert!(run.path.ends_with("joint/seed2"));
         // Nothing there yet.
-        assert_eq!(run.state(3)?, RunState::Fresh);
+        assert_eq!(run.state(Budget::Epochs(3))?, RunState::Fresh);
         // A log but no complete snapshot (killed before the first one was in place).
         write_log(&run, &[entry(1, Some(90.0))]);
         write_snapshot(&run, 600, false);
         std::fs::create_dir_all(run.path.join("snapshot_iter_x"))?;
-        assert_eq!(run.state(3)?, RunState::Fresh);
+        assert_eq!(run.state(Budget::Epochs(3))?, RunState::Fresh);
         // A complete snapshot: resume.
         write_snapshot(&run, 1200, true);
         write_log(&run, &[entry(1, Some(90.0)), entry(2, Some(60.0))]);
-        assert_eq!(run.state(3)?, RunState::Resumable);
+        assert_eq!(run.state(Budget::Epochs(3))?, RunState::Resumable);
         // The log reached the last epoch.
         write_log(
             &run,
@@ -396,14 +433,14 @@ mod tests {
                 entry(3, Some(40.0)),
             ],
         );
-        assert_eq!(run.state(3)?, RunState::Finished);
+        assert_eq!(run.state(Budget::Epochs(3))?, RunState::Finished);
         // A larger budget resumes a finished run; a smaller one is finished.
-        assert_eq!(run.state(5)?, RunState::Resumable);
-        assert_eq!(run.state(2)?, RunState::Finished);
+        assert_eq!(run.state(Budget::Epochs(5))?, RunState::Resumable);
+        assert_eq!(run.state(Budget::Epochs(2))?, RunState::Finished);
         // A diverged run stays diverged.
         run.mark_diverged("`dis/loss` is NaN")?;
         assert_eq!(
-            run.state(3)?,
+            run.state(Budget::Epochs(3))?,
             RunState::Diverged("`dis/loss` is NaN".into())
         );
         Ok(())
@@ -481,7 +518,7 @@ mod tests {
             entry(3, Some(40.0)),
             entry(4, Some(30.0)),
         ]))?;
-        let r = RunResult::from_log("joint", 1, &log, 3, None, 321.0);
+        let r = RunResult::from_log("joint", 1, &log, Budget::Epochs(3), None, 321.0);
         assert_eq!(r.fid, Some(40.0));
         assert_eq!(r.inception_score, Some(4.0));
         assert_eq!(r.min_class_share, Some(0.05));
@@ -489,7 +526,14 @@ mod tests {
         assert_eq!(r.fid_curve, vec![(1.0, 90.0), (3.0, 40.0)]);
         assert_eq!(r.wall_seconds, 321.0);
 
-        let diverged = RunResult::from_log("joint", 2, &log[..1], 3, Some("NaN".into()), 5.0);
+        let diverged = RunResult::from_log(
+            "joint",
+            2,
+            &log[..1],
+            Budget::Epochs(3),
+            Some("NaN".into()),
+            5.0,
+        );
         assert_eq!(diverged.fid, None);
         assert_eq!(diverged.fid_curve, vec![(1.0, 90.0)]);
         Ok(())
@@ -501,7 +545,7 @@ mod tests {
         let run = RunDir::new(tmp.path(), "joint", 1);
         std::fs::create_dir_all(&run.path).unwrap();
         std::fs::write(run.path.join(LOG_FILE), "[{").unwrap();
-        let err = format!("{:#}", run.state(3).unwrap_err());
+        let err = format!("{:#}", run.state(Budget::Epochs(3)).unwrap_err());
         assert!(err.contains("is not a kusari log"), "{err}");
     }
 }

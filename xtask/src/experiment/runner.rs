@@ -1,5 +1,5 @@
-//! Running one `kusari train` at a time, so that stopping the experiment
-//! stops the run gracefully:
+//! Running `kusari train` (one or several at a time), so that stopping the
+//! experiment stops the runs gracefully:
 //!
 //! - Ctrl-C (or SIGTERM) of the experiment is passed to kusari once per
 //!   signal (kusari runs in its own process group, so the terminal's Ctrl-C
@@ -16,8 +16,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -30,25 +30,39 @@ const DIVERGED_MARKER: &str = "training has diverged";
 
 /// `kusari train`'s exit status when a signal stopped it after a snapshot
 /// (docs/reliability.md).
-const KUSARI_STOPPED: i32 = 75;
+pub const KUSARI_STOPPED: i32 = 75;
 
 /// Ctrl-C / SIGTERM received by the experiment.
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
-/// The running kusari's process id, 0 when none runs.
-static CHILD: AtomicI32 = AtomicI32::new(0);
+/// The running kusaris' process ids.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn children() -> Vec<i32> {
+    CHILDREN.lock().map(|c| c.clone()).unwrap_or_default()
+}
 
 /// Installs the experiment's Ctrl-C / SIGTERM handler: the first signal
-/// asks the running kusari to stop (and the experiment to stop after it);
-/// with no kusari running, a second signal exits at once.
+/// asks the running kusaris to stop (and the experiment to stop after
+/// them); with no kusari running, a second signal exits at once.
 pub fn install_signal_handler() -> Result<()> {
     ctrlc::set_handler(|| {
         let previous = SIGNALS.fetch_add(1, Ordering::SeqCst);
-        let child = CHILD.load(Ordering::SeqCst);
-        if child > 0 {
+        let running = children();
+        if !running.is_empty() {
             if previous == 0 {
-                eprintln!("\nxtask: stopping the current run (it writes a snapshot; rerun the command to resume)");
+                eprintln!("\nxtask: stopping the current runs (each writes a snapshot; rerun the command to resume)");
             }
-            send_interrupt(child);
+            // SIGTERM first: kusari stops gracefully and ignores a repeat
+            // (a scheduler may signal it directly as well); a second
+            // Ctrl-C sends SIGINT, which makes kusari quit at once.
+            let signal = if previous == 0 {
+                Signal::Term
+            } else {
+                Signal::Int
+            };
+            for child in running {
+                send(child, signal);
+            }
         } else if previous == 0 {
             eprintln!("\nxtask: stopping before the next run");
         } else {
@@ -63,23 +77,60 @@ pub fn stop_requested() -> bool {
     SIGNALS.load(Ordering::SeqCst) > 0
 }
 
+/// The signals the experiment passes on to kusari.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Term,
+    Int,
+}
+
 #[cfg(unix)]
-fn send_interrupt(pid: i32) {
+fn send(pid: i32, signal: Signal) {
+    let signal = match signal {
+        Signal::Term => libc::SIGTERM,
+        Signal::Int => libc::SIGINT,
+    };
     // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
     unsafe {
-        libc::kill(pid, libc::SIGINT);
+        libc::kill(pid, signal);
     }
 }
 
 #[cfg(not(unix))]
-fn send_interrupt(_pid: i32) {}
+fn send(_pid: i32, _signal: Signal) {}
+
+/// How runs share the machine when several train at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share {
+    /// Echo kusari's stderr (only when one run trains at a time).
+    pub echo: bool,
+    /// `RAYON_NUM_THREADS` of each run: its share of the cores.
+    pub threads: Option<usize>,
+}
+
+impl Share {
+    /// `jobs` runs at a time on this machine's cores.
+    pub fn of(jobs: u32) -> Self {
+        if jobs <= 1 {
+            return Self {
+                echo: true,
+                threads: None,
+            };
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            echo: false,
+            threads: Some((cores / jobs as usize).max(1)),
+        }
+    }
+}
 
 /// How a kusari run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Exit status 0 (completed) or [`KUSARI_STOPPED`] (stopped by a signal
-    /// with a snapshot).
-    Exited,
+    /// Exit status 0 (`completed`: the run reached its budget) or
+    /// [`KUSARI_STOPPED`] (stopped by a signal, with a snapshot).
+    Exited { completed: bool },
     /// kusari stopped the run because a value became NaN or infinite.
     Diverged(String),
     /// Any other failure: the exit status and the last lines of stderr.
@@ -145,7 +196,8 @@ pub fn run_kusari(
     binary: &Path,
     args: &[String],
     run_dir: &Path,
-    lock: &RunsLock,
+    lock: Option<&RunsLock>,
+    share: &Share,
 ) -> Result<(Outcome, Duration)> {
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;
@@ -164,27 +216,40 @@ pub fn run_kusari(
         .stdout(Stdio::inherit())
         .stderr(Stdio::from(stderr));
     prepare_child(&mut command, lock);
+    if let Some(threads) = share.threads {
+        command.env("RAYON_NUM_THREADS", threads.to_string());
+    }
 
     let start = Instant::now();
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let pid = child.id() as i32;
+    if let Ok(mut running) = CHILDREN.lock() {
+        running.push(pid);
+    }
     if stop_requested() {
         // The signal came between the check before this run and the spawn.
-        send_interrupt(child.id() as i32);
+        send(pid, Signal::Term);
     }
     let done = Arc::new(AtomicBool::new(false));
-    let echo = spawn_echo(stderr_path.clone(), start_offset, done.clone());
+    let echo = share
+        .echo
+        .then(|| spawn_echo(stderr_path.clone(), start_offset, done.clone()));
     let status = child.wait();
-    CHILD.store(0, Ordering::SeqCst);
+    if let Ok(mut running) = CHILDREN.lock() {
+        running.retain(|&p| p != pid);
+    }
     let elapsed = start.elapsed();
     done.store(true, Ordering::SeqCst);
-    let _ = echo.join();
+    if let Some(echo) = echo {
+        let _ = echo.join();
+    }
     let status = status.with_context(|| format!("waiting for {}", binary.display()))?;
 
     if status.success() || status.code() == Some(KUSARI_STOPPED) {
-        return Ok((Outcome::Exited, elapsed));
+        let completed = status.success();
+        return Ok((Outcome::Exited { completed }, elapsed));
     }
     let output = read_from(&stderr_path, start_offset).unwrap_or_default();
     if let Some(line) = output.lines().find(|l| l.contains(DIVERGED_MARKER)) {
@@ -205,10 +270,10 @@ pub fn run_kusari(
 /// kusari in its own process group, with SIGTERM when the experiment dies,
 /// holding the runs lock until it exits.
 #[cfg(unix)]
-fn prepare_child(command: &mut Command, lock: &RunsLock) {
+fn prepare_child(command: &mut Command, lock: Option<&RunsLock>) {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
-    let lock_fd = lock.raw_fd();
+    let lock_fd = lock.map_or(-1, RunsLock::raw_fd);
     #[cfg(target_os = "linux")]
     // SAFETY: prctl(2) and getppid(2) are async-signal-safe.
     let parent = unsafe { libc::getpid() };
@@ -224,7 +289,11 @@ fn prepare_child(command: &mut Command, lock: &RunsLock) {
                     libc::raise(libc::SIGTERM);
                 }
             }
-            let flags = libc::fcntl(lock_fd, libc::F_GETFD);
+            let flags = if lock_fd >= 0 {
+                libc::fcntl(lock_fd, libc::F_GETFD)
+            } else {
+                -1
+            };
             if flags >= 0 {
                 libc::fcntl(lock_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
             }
@@ -234,7 +303,7 @@ fn prepare_child(command: &mut Command, lock: &RunsLock) {
 }
 
 #[cfg(not(unix))]
-fn prepare_child(_command: &mut Command, _lock: &RunsLock) {}
+fn prepare_child(_command: &mut Command, _lock: Option<&RunsLock>) {}
 
 /// Echoes what is appended to `path` after `offset` to stderr, until `done`.
 fn spawn_echo(path: PathBuf, offset: u64, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
