@@ -408,3 +408,91 @@ fn temporaries_of_killed_runs_are_removed_and_snapshots_are_readable_by_all() {
         );
     }
 }
+
+/// Every value of the run's TensorBoard files: `(tag, step, scalar or kind)`.
+fn tensorboard_values(out: &Path) -> Vec<(String, u64, String)> {
+    use kusari_trainer::extensions::tensorboard::{event_files, read_events, SummaryKind};
+    let mut values = vec![];
+    for file in event_files(out).unwrap() {
+        for event in read_events(&file).unwrap() {
+            for value in event.values {
+                let what = match value.kind {
+                    SummaryKind::Scalar(v) => format!("{v}"),
+                    SummaryKind::Image { width, height, .. } => format!("image {width}x{height}"),
+                    SummaryKind::Text(_) => "text".into(),
+                    SummaryKind::Plugin { name, .. } => name,
+                };
+                values.push((value.tag, event.step, what));
+            }
+        }
+    }
+    values
+}
+
+#[test]
+fn tensorboard_files_hold_the_log_images_and_configuration_and_resume_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_mnist(&dir.path().join("mnist"), 100, 0);
+    let flags = ["--log-every-iterations", "10", "--snapshot-every", "1"];
+    let straight = dir.path().join("straight");
+    let mut args = vec!["--iterations", "30"];
+    args.extend(flags);
+    assert_ok(&run(&train(&data, &straight, &args)));
+    let values = tensorboard_values(&straight);
+    let log = read_log(&straight);
+    for entry in &log {
+        let step = entry["iteration"].as_u64().unwrap();
+        let want = format!("{}", entry["dis/loss"].as_f64().unwrap() as f32);
+        assert!(
+            values.contains(&("dis/loss".to_string(), step, want.clone())),
+            "dis/loss {want} at {step} missing from {values:?}"
+        );
+    }
+    let kinds = |tag: &str| values.iter().filter(|v| v.0 == tag).count();
+    // Ten iterations an epoch: a grid of samples and of reconstructions each epoch.
+    assert_eq!(kinds("images/generated"), 3);
+    assert_eq!(kinds("images/reconstructed"), 3);
+    assert_eq!(kinds("config/args.json"), 1);
+    assert_eq!(kinds("_hparams_/session_start_info"), 1);
+    assert_eq!(kinds("_hparams_/session_end_info"), 1);
+
+    // Stopped by a signal mid-interval, then resumed: the same events as a
+    // run never stopped.
+    let flags = ["--log-every-iterations", "500", "--snapshot-every", "1"];
+    let straight = dir.path().join("straight-long");
+    let mut args = vec!["--iterations", "6000"];
+    args.extend(flags);
+    assert_ok(&run(&train(&data, &straight, &args)));
+    let resumed = dir.path().join("resumed");
+    let stopped = spawn(&train(&data, &resumed, &args));
+    wait_for(&resumed.join("log"));
+    signal(&stopped, "TERM");
+    let output = stopped.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(75), "{}", stderr(&output));
+    assert!(newest(&resumed).0 < 6000);
+    assert_ok(&run(&resume(&resumed, &[])));
+    let files = kusari_trainer::extensions::tensorboard::event_files(&resumed).unwrap();
+    assert_eq!(files.len(), 1, "the resumed run continues its event file");
+    let comparable = |values: Vec<(String, u64, String)>| -> Vec<(String, u64, String)> {
+        values
+            .into_iter()
+            .filter(|(tag, _, _)| tag != "elapsed_time" && !tag.starts_with("_hparams_"))
+            // The configuration is written again where the resume started.
+            .filter(|(tag, step, _)| !(tag == "config/args.json" && *step > 0))
+            .collect()
+    };
+    assert_eq!(
+        comparable(tensorboard_values(&resumed)),
+        comparable(tensorboard_values(&straight))
+    );
+
+    let off = dir.path().join("off");
+    assert_ok(&run(&train(
+        &data,
+        &off,
+        &["--iterations", "5", "--tensorboard", "off"],
+    )));
+    assert!(kusari_trainer::extensions::tensorboard::event_files(&off)
+        .unwrap()
+        .is_empty());
+}

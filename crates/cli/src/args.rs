@@ -94,6 +94,13 @@ pub enum Preset {
     Fast,
 }
 
+/// A switch given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// How the learning rates move during a run.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
@@ -146,6 +153,11 @@ pub struct TrainArgs {
     /// else its --epochs, else its --time-limit) [default: none].
     #[arg(long, value_enum)]
     pub lr_decay: Option<LrDecay>,
+
+    /// TensorBoard event files in the output folder: the log's scalars, the image grids, the
+    /// configuration and the hyper-parameters (`tensorboard --logdir OUT`) [default: on].
+    #[arg(long, value_enum, default_value = "on")]
+    pub tensorboard: OnOff,
 
     /// Keep an exponential moving average of G's weights with this decay (e.g. 0.999); samples
     /// (`generated_average_epoch{E}.png`), evaluations and `kusari sample` then use it; 0 turns

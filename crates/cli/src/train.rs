@@ -10,9 +10,10 @@ use candle_core::{Device, Tensor};
 use kusari_models::extensions::{GeneratedImages, StandardExtensions};
 use kusari_models::{Generator, Nets, ObjectiveConfig, GEN_AVERAGE_EXTENSION};
 use kusari_trainer::datasets::{image_folder::ImageFolder, mnist, Split};
+use kusari_trainer::extensions::tensorboard::HParam;
 use kusari_trainer::extensions::{
     latest_snapshot, snapshot_paths, LinearShift, MovingAverage, NonFiniteValue, ObserveLr,
-    ShiftSpan,
+    ShiftSpan, TensorBoardWriter,
 };
 use kusari_trainer::fsutil::{ensure_writable_dir, remove_stale_temporaries, write_atomic};
 use kusari_trainer::{
@@ -20,7 +21,7 @@ use kusari_trainer::{
     Trainer, Updater,
 };
 
-use crate::args::{DatasetKind, LrDecay, TrainArgs};
+use crate::args::{DatasetKind, LrDecay, OnOff, TrainArgs};
 use crate::config::{
     apply_flags, default_out_dir, settings_changed, DataConfig, RunConfig, SNAPSHOT_KEY,
 };
@@ -61,7 +62,14 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
     trainer
         .metadata_mut()
         .insert(SNAPSHOT_KEY.into(), serde_json::to_value(&config)?);
-    add_extensions(&mut trainer, &config, &nets, &dataset)?;
+    let tensorboard = match args.tensorboard {
+        OnOff::On => Some(
+            std::fs::read_to_string(out.join("args.json"))
+                .context("reading back args.json for TensorBoard")?,
+        ),
+        OnOff::Off => None,
+    };
+    add_extensions(&mut trainer, &config, &nets, &dataset, tensorboard)?;
 
     if let Some(resume) = &resume {
         trainer
@@ -404,11 +412,77 @@ fn stop_trigger(config: &RunConfig) -> RunLength {
     }
 }
 
+/// The hyper-parameters TensorBoard's HParams tab shows for a run, and the
+/// log keys that measure it.
+fn hparams(config: &RunConfig) -> (Vec<(String, HParam)>, Vec<String>) {
+    let model = &config.model;
+    let mut hp: Vec<(String, HParam)> = vec![
+        ("objective".into(), HParam::Text(config.kind.to_string())),
+        ("preset".into(), choice(&config.preset)),
+        ("arch".into(), choice(&model.model.arch)),
+        ("z_dim".into(), HParam::Number(model.model.z_dim as f64)),
+        (
+            "units_g".into(),
+            HParam::Number(model.model.gen.units as f64),
+        ),
+        (
+            "layers_g".into(),
+            HParam::Number(model.model.gen.layers as f64),
+        ),
+        (
+            "units_d".into(),
+            HParam::Number(model.model.dis.units as f64),
+        ),
+        (
+            "layers_d".into(),
+            HParam::Number(model.model.dis.layers as f64),
+        ),
+        ("dropout".into(), HParam::Number(model.model.dis.dropout)),
+        ("bn".into(), choice(&model.model.dis.batch_norm)),
+        ("output_activation".into(), choice(&model.model.gen.output)),
+        (
+            "spectral_norm".into(),
+            HParam::Bool(model.model.dis.spectral_norm),
+        ),
+        ("batch_size".into(), HParam::Number(model.batch_size as f64)),
+        ("dis_steps".into(), HParam::Number(model.dis_steps as f64)),
+        ("lr_g".into(), HParam::Number(model.gen_optimizer.lr())),
+        ("lr_d".into(), HParam::Number(model.dis_optimizer.lr())),
+        ("seed".into(), HParam::Number(config.seed as f64)),
+        ("dataset".into(), choice(&config.data.dataset)),
+    ];
+    if let ObjectiveConfig::Ebgan(e) = &model.objective {
+        hp.push(("margin".into(), HParam::Number(e.margin)));
+        hp.push(("pt_weight".into(), HParam::Number(e.pt_weight)));
+        hp.push(("pt_variant".into(), choice(&e.pt)));
+    }
+    let metrics = [
+        "eval/fid",
+        "eval/is",
+        "eval/min_class_share",
+        "dis/loss",
+        "gen/loss",
+    ]
+    .map(String::from)
+    .to_vec();
+    (hp, metrics)
+}
+
+/// A configuration choice by its serde name (`separate`, `mlp`, …).
+fn choice<T: serde::Serialize>(value: &T) -> HParam {
+    HParam::Text(match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    })
+}
+
 fn add_extensions<U: kusari_trainer::Updater + 'static>(
     trainer: &mut Trainer<U>,
     config: &RunConfig,
     nets: &Nets,
     dataset: &ArrayDataset,
+    tensorboard: Option<String>,
 ) -> Result<()> {
     let log_every = match config.log_every_iterations {
         Some(n) => IntervalTrigger::iterations(n),
@@ -433,14 +507,26 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     if nets.dis.auto_encoder().is_some() {
         standard = standard.reconstruct(reconstruction_inputs(config, dataset, nets.gen.device())?);
     }
+    let writer = tensorboard.map(|args_json| {
+        let writer = TensorBoardWriter::default();
+        let (hp, metrics) = hparams(config);
+        let text = format!("```json\n{args_json}\n```");
+        standard = std::mem::replace(&mut standard, StandardExtensions::new(0))
+            .tensorboard(writer.clone(), move |report| {
+                report.hparams(hp, metrics).text("config/args.json", text)
+            });
+        writer
+    });
     standard.add_to(trainer, nets)?;
     let judged = match config.gen_ema {
         Some(decay) => {
             let average = generator_average(trainer, config, nets, decay)?;
-            trainer.extend(
-                GeneratedImages::new(average.clone(), 100, config.seed, range)?
-                    .file_stem("generated_average"),
-            );
+            let mut images = GeneratedImages::new(average.clone(), 100, config.seed, range)?
+                .file_stem("generated_average");
+            if let Some(writer) = &writer {
+                images = images.tensorboard(writer.clone());
+            }
+            trainer.extend(images);
             average
         }
         None => nets.gen.clone(),

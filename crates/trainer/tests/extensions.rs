@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use kusari_trainer::extensions::{
-    latest_snapshot, write_image_grid, FailOnNonNumber, LogEntry, LogReport, NonFiniteValue,
-    PlotReport, PrintReport, ProgressBar, Snapshot, XAxis,
+    latest_snapshot, tensorboard, write_image_grid, FailOnNonNumber, LogEntry, LogReport,
+    NonFiniteValue, PlotReport, PrintReport, ProgressBar, Snapshot, TensorBoardReport, XAxis,
 };
 use kusari_trainer::prelude::*;
 use kusari_trainer::trigger::Unit;
@@ -531,5 +531,99 @@ fn context_knows_the_planned_length() -> Result<()> {
         *seen.lock().unwrap(),
         Some((Unit::Epoch, 2.0, Some(6.0), "length".to_string()))
     );
+    Ok(())
+}
+
+/// `(tag, step, value)` of scalars.
+type Scalars = Vec<(String, u64, f32)>;
+
+/// Every scalar in the run's event files, and how many files there are.
+fn tensorboard_scalars(dir: &Path) -> Result<(usize, Scalars)> {
+    let files = tensorboard::event_files(dir)?;
+    let mut scalars = vec![];
+    for file in &files {
+        let events = tensorboard::read_events(file)?;
+        assert_eq!(
+            events[0].file_version.as_deref(),
+            Some("brain.Event:2"),
+            "an event file opens with its version"
+        );
+        for event in events {
+            for value in event.values {
+                if let tensorboard::SummaryKind::Scalar(v) = value.kind {
+                    scalars.push((value.tag, event.step, v));
+                }
+            }
+        }
+    }
+    Ok((files.len(), scalars))
+}
+
+#[test]
+fn tensorboard_holds_the_logs_means_and_a_resumed_run_writes_each_step_once() -> Result<()> {
+    let epochs = 5.0; // 15 iterations
+    let with_extensions = |trainer: &mut Trainer<_>| {
+        let log = LogReport::new().trigger(IntervalTrigger::iterations(4));
+        let entries = log.entries();
+        trainer.extend(log);
+        trainer.extend(TensorBoardReport::new(entries).every_iteration(true));
+        trainer.extend(Snapshot::new());
+    };
+
+    let straight = tempfile::tempdir()?;
+    let (mut trainer, _) = toy_trainer(straight.path(), epochs, None)?;
+    with_extensions(&mut trainer);
+    trainer.run()?;
+    let (files, straight_scalars) = tensorboard_scalars(straight.path())?;
+    assert_eq!(files, 1);
+    // Every number of every log entry, at the entry's iteration.
+    let log = read_log(&straight.path().join("log"))?;
+    let mut expected = vec![];
+    for entry in &log {
+        let step = entry["iteration"].as_u64().unwrap();
+        for (key, value) in entry {
+            if key != "iteration" {
+                expected.push((key.clone(), step, value.as_f64().unwrap() as f32));
+            }
+        }
+    }
+    let interval: Vec<_> = straight_scalars
+        .iter()
+        .filter(|(tag, _, _)| !tag.starts_with("iteration/"))
+        .cloned()
+        .collect();
+    assert_eq!(interval, expected);
+    let per_iteration = straight_scalars
+        .iter()
+        .filter(|(tag, _, _)| tag == "iteration/main/loss")
+        .count();
+    assert_eq!(per_iteration, 15);
+
+    // Interrupted at 7 (mid-interval), then a crash after the snapshot
+    // appends what the resumed run will write again: the resume cuts it off.
+    let resumed = tempfile::tempdir()?;
+    let (mut first, _) = toy_trainer(resumed.path(), epochs, None)?;
+    with_extensions(&mut first);
+    stop_at(&mut first, 7);
+    assert_eq!(first.run()?, Ending::Interrupted);
+    let file = tensorboard::event_files(resumed.path())?.remove(0);
+    let mut bytes = std::fs::read(&file)?;
+    let tail = bytes[bytes.len() - 60..].to_vec();
+    bytes.extend_from_slice(&tail);
+    std::fs::write(&file, &bytes)?;
+    let latest = latest_snapshot(resumed.path())?.expect("a snapshot");
+    let (mut second, _) = toy_trainer(resumed.path(), epochs, None)?;
+    with_extensions(&mut second);
+    second.load_snapshot(&latest, &Device::Cpu)?;
+    assert_eq!(second.run()?, Ending::Completed);
+    let (files, resumed_scalars) = tensorboard_scalars(resumed.path())?;
+    assert_eq!(files, 1, "the resumed run continues the same file");
+    let timeless = |scalars: Scalars| -> Scalars {
+        scalars
+            .into_iter()
+            .filter(|(tag, _, _)| tag != "elapsed_time")
+            .collect()
+    };
+    assert_eq!(timeless(resumed_scalars), timeless(straight_scalars));
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use anyhow::{Context as _, Result};
 use candle_core::Tensor;
-use kusari_trainer::extensions::write_image_grid;
+use kusari_trainer::extensions::{write_image_grid, GridPng, TensorBoardWriter};
 use kusari_trainer::{Context, Extension, IntervalTrigger, Rng, Trigger};
 
 use crate::nets::{AutoEncoder, Generator};
@@ -21,6 +21,7 @@ pub struct GeneratedImages {
     value_range: (f32, f32),
     columns: usize,
     stem: String,
+    tensorboard: Option<TensorBoardWriter>,
 }
 
 impl GeneratedImages {
@@ -34,7 +35,14 @@ impl GeneratedImages {
             value_range,
             columns: grid_columns(n),
             stem: "generated".into(),
+            tensorboard: None,
         })
+    }
+
+    /// Also sends each grid to TensorBoard, as the image `images/{stem}`.
+    pub fn tensorboard(mut self, writer: TensorBoardWriter) -> Self {
+        self.tensorboard = Some(writer);
+        self
     }
 
     /// Names the files `{stem}_epoch{E}.png` (and the extension `{stem}_images`),
@@ -65,8 +73,32 @@ impl Extension for GeneratedImages {
         let path = ctx
             .out()
             .join(format!("{}_epoch{}.png", self.stem, ctx.epoch()));
-        write_image_grid(&path, &images, self.columns, self.value_range)
-            .with_context(|| format!("saving {}", path.display()))
+        let grid = write_image_grid(&path, &images, self.columns, self.value_range)
+            .with_context(|| format!("saving {}", path.display()))?;
+        send(
+            &self.tensorboard,
+            &format!("images/{}", self.stem),
+            ctx,
+            &grid,
+        )
+    }
+}
+
+/// Sends `grid` to TensorBoard at this iteration, when a writer is given.
+fn send(
+    writer: &Option<TensorBoardWriter>,
+    tag: &str,
+    ctx: &Context<'_>,
+    grid: &GridPng,
+) -> Result<()> {
+    match writer {
+        Some(writer) => writer.add_png(
+            tag,
+            ctx.iteration(),
+            (grid.width, grid.height, grid.channels),
+            &grid.png,
+        ),
+        None => Ok(()),
     }
 }
 
@@ -78,6 +110,7 @@ pub struct ReconstructedImages {
     images: Tensor,
     value_range: (f32, f32),
     columns: usize,
+    tensorboard: Option<TensorBoardWriter>,
 }
 
 impl ReconstructedImages {
@@ -89,7 +122,14 @@ impl ReconstructedImages {
             images,
             value_range,
             columns: grid_columns(n),
+            tensorboard: None,
         })
+    }
+
+    /// Also sends each grid to TensorBoard, as the image `images/reconstructed`.
+    pub fn tensorboard(mut self, writer: TensorBoardWriter) -> Self {
+        self.tensorboard = Some(writer);
+        self
     }
 }
 
@@ -124,7 +164,8 @@ impl Extension for ReconstructedImages {
         let path = ctx
             .out()
             .join(format!("reconstructed_epoch{}.png", ctx.epoch()));
-        write_image_grid(&path, &grid, self.columns, self.value_range)
-            .with_context(|| format!("saving {}", path.display()))
+        let png = write_image_grid(&path, &grid, self.columns, self.value_range)
+            .with_context(|| format!("saving {}", path.display()))?;
+        send(&self.tensorboard, "images/reconstructed", ctx, &png)
     }
 }

@@ -2,11 +2,15 @@ use anyhow::Result;
 use candle_core::Tensor;
 use kusari_trainer::extensions::{
     FailOnNonNumber, LogEntries, LogReport, PlotReport, PrintReport, ProgressBar, Snapshot,
+    TensorBoardReport, TensorBoardWriter,
 };
 use kusari_trainer::{IntervalTrigger, Trainer, Updater};
 
 use super::{GeneratedImages, ReconstructedImages};
 use crate::setup::Nets;
+
+/// What the caller adds to the TensorBoard report (hyper-parameters, text).
+type ConfigureReport = Box<dyn FnOnce(TensorBoardReport) -> TensorBoardReport>;
 
 /// The extensions every `kusari train` run has, for a trainer of your own:
 ///
@@ -18,6 +22,8 @@ use crate::setup::Nets;
 ///   epoch, and for an auto-encoder D `reconstructed_epoch{E}.png` when
 ///   images to reconstruct are given;
 /// - a stop with a snapshot on the first non-finite reported value;
+/// - with [`StandardExtensions::tensorboard`], TensorBoard event files of the
+///   log's scalars and the image grids;
 /// - `snapshot_iter_{N}/` every epoch and at the end, the newest 3 kept, from
 ///   which `Trainer::load_state` resumes exactly.
 ///
@@ -36,6 +42,7 @@ pub struct StandardExtensions {
     columns: Vec<String>,
     value_range: (f32, f32),
     reconstruct: Option<Tensor>,
+    tensorboard: Option<(TensorBoardWriter, ConfigureReport)>,
 }
 
 impl StandardExtensions {
@@ -49,6 +56,7 @@ impl StandardExtensions {
             columns: Vec::new(),
             value_range: (-1.0, 1.0),
             reconstruct: None,
+            tensorboard: None,
         }
     }
 
@@ -89,6 +97,19 @@ impl StandardExtensions {
         self
     }
 
+    /// Writes TensorBoard event files through `writer` (a fresh
+    /// `TensorBoardWriter::default()`, kept to send more images through it):
+    /// the log's scalars and the image grids; `configure` adds to the report
+    /// (hyper-parameters, text).
+    pub fn tensorboard(
+        mut self,
+        writer: TensorBoardWriter,
+        configure: impl FnOnce(TensorBoardReport) -> TensorBoardReport + 'static,
+    ) -> Self {
+        self.tensorboard = Some((writer, Box::new(configure)));
+        self
+    }
+
     /// Adds the extensions to `trainer`, for `nets`. Returns the log's
     /// entries, for a caller that reads them.
     pub fn add_to<U: Updater + 'static>(
@@ -116,18 +137,24 @@ impl StandardExtensions {
         trainer
             .extend(Snapshot::new().keep_last(self.keep_snapshots))
             .trigger(self.snapshot_every);
-        trainer.extend(GeneratedImages::new(
-            nets.gen.clone(),
-            100,
-            self.seed,
-            self.value_range,
-        )?);
+        let mut generated =
+            GeneratedImages::new(nets.gen.clone(), 100, self.seed, self.value_range)?;
+        let mut writer = None;
+        if let Some((tensorboard, configure)) = self.tensorboard {
+            trainer.extend(configure(TensorBoardReport::with_writer(
+                entries.clone(),
+                tensorboard.clone(),
+            )));
+            generated = generated.tensorboard(tensorboard.clone());
+            writer = Some(tensorboard);
+        }
+        trainer.extend(generated);
         if let (Some(ae), Some(images)) = (nets.dis.auto_encoder(), self.reconstruct) {
-            trainer.extend(ReconstructedImages::new(
-                ae.clone(),
-                images,
-                self.value_range,
-            )?);
+            let mut reconstructed = ReconstructedImages::new(ae.clone(), images, self.value_range)?;
+            if let Some(writer) = writer {
+                reconstructed = reconstructed.tensorboard(writer);
+            }
+            trainer.extend(reconstructed);
         }
         Ok(entries)
     }

@@ -1,4 +1,5 @@
-//! [`write_image_grid`]: a batch of images tiled into one PNG, for sample
+//! [`write_image_grid`]: a batch of images tiled into one PNG (and
+//! [`encode_image_grid`], the same in memory), for sample
 //! extensions (generated digits, reconstructions).
 
 use std::path::Path;
@@ -6,7 +7,8 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use candle_core::{DType, Device, Tensor};
 
-use super::png_file::{write_png, Pixels};
+use super::png_file::{encode_png, Pixels};
+use crate::fsutil::write_atomic;
 
 /// The value of the 1-pixel lines between tiles and of empty cells.
 const GAP: u8 = 255;
@@ -23,7 +25,29 @@ pub fn write_image_grid(
     images: &Tensor,
     columns: usize,
     value_range: (f32, f32),
-) -> Result<()> {
+) -> Result<GridPng> {
+    let grid = encode_image_grid(images, columns, value_range)?;
+    write_atomic(path, &grid.png)
+        .with_context(|| format!("writing image grid {}", path.display()))?;
+    Ok(grid)
+}
+
+/// An image grid encoded as PNG, with its size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridPng {
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    /// 1 for gray, 3 for RGB.
+    pub channels: u32,
+}
+
+/// The grid [`write_image_grid`] writes, as PNG bytes in memory.
+pub fn encode_image_grid(
+    images: &Tensor,
+    columns: usize,
+    value_range: (f32, f32),
+) -> Result<GridPng> {
     let (n, c, h, w) = images.dims4().with_context(|| {
         format!(
             "an image grid needs a tensor of shape [N, C, H, W], got {:?}",
@@ -74,6 +98,11 @@ pub fn write_image_grid(
             }
         }
     }
-    write_png(path, width as u32, height as u32, pixels, &canvas)
-        .with_context(|| format!("writing image grid {}", path.display()))
+    let png = encode_png(width as u32, height as u32, pixels, &canvas)?;
+    Ok(GridPng {
+        png,
+        width: width as u32,
+        height: height as u32,
+        channels: c as u32,
+    })
 }

@@ -31,9 +31,10 @@ mod png_file;
 mod print_report;
 mod progress_bar;
 mod snapshot;
+pub mod tensorboard;
 
 pub use fail_on_nonnumber::{FailOnNonNumber, NonFiniteValue};
-pub use image_grid::write_image_grid;
+pub use image_grid::{encode_image_grid, write_image_grid, GridPng};
 pub use linear_shift::{LinearShift, ShiftSpan};
 pub use log_report::{LogEntries, LogEntry, LogReport};
 pub use moving_average::MovingAverage;
@@ -42,6 +43,7 @@ pub use plot_report::{PlotReport, XAxis};
 pub use print_report::PrintReport;
 pub use progress_bar::{BarLineWriter, ProgressBar};
 pub use snapshot::{latest_snapshot, snapshot_paths, Snapshot};
+pub use tensorboard::{TensorBoardReport, TensorBoardWriter};
 
 use crate::extension::Priority;
 
