@@ -12,17 +12,6 @@ fn tiny_mnist(dir: &Path, n: usize) -> PathBuf {
     synthetic_mnist(&dir.join("mnist"), n, 0)
 }
 
-const TINY: &[&str] = &[
-    "--units-g",
-    "16",
-    "--units-d",
-    "8",
-    "--batch-size",
-    "10",
-    "--device",
-    "cpu",
-];
-
 fn train_args<'a>(mnist: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["train", "ebgan", "--data-dir", mnist, "--out", out];
     args.extend_from_slice(TINY);

@@ -13,18 +13,6 @@ use common::*;
 use kusari_trainer::extensions::snapshot_paths;
 use kusari_trainer::State;
 
-/// Nets small enough that a run does hundreds of iterations a second.
-const TINY: &[&str] = &[
-    "--units-g",
-    "16",
-    "--units-d",
-    "8",
-    "--batch-size",
-    "10",
-    "--device",
-    "cpu",
-];
-
 fn train<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "train",

@@ -63,6 +63,18 @@ pub fn mnist_dir(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// `kusari train` flags of nets small enough for hundreds of iterations a second.
+pub const TINY: &[&str] = &[
+    "--units-g",
+    "16",
+    "--units-d",
+    "8",
+    "--batch-size",
+    "10",
+    "--device",
+    "cpu",
+];
+
 /// A valid MNIST folder at `path` of `n` synthetic digits (both splits,
 /// gzipped); another `salt` gives other pixels.
 pub fn synthetic_mnist(path: &Path, n: usize, salt: usize) -> PathBuf {

@@ -11,9 +11,9 @@ use toml::Spanned;
 
 use super::flags::Flags;
 
-/// Flags the experiment sets itself (per run, or from `[budget]` and
-/// `[judge]`); a grid file may not set them.
-pub const MANAGED_FLAGS: &[&str] = &[
+/// Flags the experiment sets for each run; neither a grid file nor the
+/// command's `--` overrides may set them.
+pub const RUN_FLAGS: &[&str] = &[
     "out",
     "resume",
     "seed",
@@ -22,9 +22,11 @@ pub const MANAGED_FLAGS: &[&str] = &[
     "time-limit",
     "dataset",
     "data-dir",
-    "eval-every",
-    "eval-samples",
 ];
+
+/// Flags a grid file sets through its `[judge]` table, not its flags (the
+/// command's overrides may change them).
+const JUDGE_FLAGS: &[&str] = &["eval-every", "eval-samples"];
 
 /// One point of the grid: a cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,10 +446,8 @@ fn table_flags(table: &toml::Table) -> Result<Flags> {
 }
 
 fn check_unmanaged(flags: &Flags) -> Result<()> {
-    if let Some(flag) = flags
-        .iter()
-        .find(|f| MANAGED_FLAGS.contains(&f.name.as_str()))
-    {
+    let managed = |name: &str| RUN_FLAGS.contains(&name) || JUDGE_FLAGS.contains(&name);
+    if let Some(flag) = flags.iter().find(|f| managed(&f.name)) {
         bail!(
             "`{}` is set by the experiment itself ([budget], [judge], seeds and run folders); \
              remove it",

@@ -5,19 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::flags::Flags;
-use super::grid::{Budget, Grid, SlurmSettings};
-
-/// Flags the experiment sets per run; the `--` overrides may not touch them.
-const RUN_FLAGS: &[&str] = &[
-    "out",
-    "resume",
-    "seed",
-    "epochs",
-    "iterations",
-    "time-limit",
-    "dataset",
-    "data-dir",
-];
+use super::grid::{Budget, Grid, SlurmSettings, RUN_FLAGS};
 
 /// Where the runs train.
 #[derive(Debug, Clone, PartialEq)]
