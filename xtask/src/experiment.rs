@@ -260,6 +260,9 @@ impl LocalRun<'_> {
         match &state {
             RunState::Finished => {
                 run.dir.check_flags(&run.flags)?;
+                if let Some(n) = options.grid.judge.and_then(|j| j.final_samples) {
+                    judge_finished_run(self.binary, run, n)?;
+                }
                 let result = run_result(run, options.budget)?;
                 println!("== {title}: finished earlier{}", scores(&result));
                 return Ok(true);
@@ -314,6 +317,9 @@ impl LocalRun<'_> {
                     );
                 }
                 run.dir.mark_finished()?;
+                if let Some(n) = options.grid.judge.and_then(|j| j.final_samples) {
+                    judge_finished_run(self.binary, run, n)?;
+                }
                 let result = run_result(run, options.budget)?;
                 let left = {
                     let mut timed = self.timed.lock().expect("not poisoned");
@@ -367,10 +373,16 @@ pub fn plan(options: &Options) -> Vec<PlannedRun> {
         .collect()
 }
 
-/// `kusari train OBJECTIVE FLAGS --seed S BUDGET --out DIR [--resume]`.
+/// The pseudo-flag a grid varies to train cells with different objectives
+/// (`kusari train OBJECTIVE`), e.g. `[[axis]] flag = "objective"`.
+pub const OBJECTIVE_FLAG: &str = "objective";
+
+/// `kusari train OBJECTIVE FLAGS --seed S BUDGET --out DIR [--resume]`; a
+/// cell's `objective` flag picks the subcommand, else the grid's does.
 pub fn kusari_args(objective: &str, run: &PlannedRun, budget: Budget, resume: bool) -> Vec<String> {
+    let objective = run.flags.get(OBJECTIVE_FLAG).unwrap_or(objective);
     let mut args: Vec<String> = vec!["train".into(), objective.into()];
-    args.extend(run.flags.args());
+    args.extend(run.flags.without(OBJECTIVE_FLAG).args());
     args.extend(["--seed".into(), run.seed.to_string()]);
     args.extend(budget.flags());
     args.extend(["--out".into(), run.dir.path.display().to_string()]);
@@ -386,14 +398,73 @@ fn run_result(run: &PlannedRun, budget: Budget) -> Result<RunResult> {
         _ => None,
     };
     let wall = run.dir.record()?.map_or(0.0, |r| r.wall_seconds);
-    Ok(RunResult::from_log(
+    let mut result = RunResult::from_log(
         &run.config.label,
         run.seed,
         &run.dir.log()?,
         budget,
         diverged,
         wall,
-    ))
+    );
+    if let (None, Some(judged)) = (&result.diverged, run.dir.final_eval()?) {
+        let number = |key: &str| judged[key].as_f64().filter(|v| v.is_finite());
+        result.fid = number("eval/fid");
+        result.inception_score = number("eval/is");
+        result.min_class_share = number("eval/min_class_share");
+    }
+    Ok(result)
+}
+
+/// `[judge] final`: samples `n` images from the run's last snapshot and
+/// judges them with `kusari eval`, into `final_eval.json`.
+fn judge_finished_run(binary: &Path, run: &PlannedRun, n: u64) -> Result<()> {
+    if run.dir.final_eval()?.is_some() {
+        return Ok(());
+    }
+    let snapshot = run
+        .dir
+        .newest_snapshot()
+        .with_context(|| format!("{} has no snapshot to judge", run.dir.path.display()))?;
+    let samples = run.dir.path.join("final_samples.npy");
+    let sampled = std::process::Command::new(binary)
+        .args(["sample", "--snapshot"])
+        .arg(&snapshot)
+        .args(["--n", &n.to_string(), "--out"])
+        .arg(&samples)
+        .output()
+        .context("running kusari sample")?;
+    if !sampled.status.success() {
+        bail!(
+            "kusari sample failed on {}: {}",
+            snapshot.display(),
+            String::from_utf8_lossy(&sampled.stderr).trim()
+        );
+    }
+    let judged = std::process::Command::new(binary)
+        .args(["eval", "--samples"])
+        .arg(&samples)
+        .output()
+        .context("running kusari eval")?;
+    let _ = std::fs::remove_file(&samples);
+    if !judged.status.success() {
+        bail!(
+            "kusari eval failed on samples of {}: {}",
+            snapshot.display(),
+            String::from_utf8_lossy(&judged.stderr).trim()
+        );
+    }
+    // Its last line is the JSON of the report.
+    let stdout = String::from_utf8_lossy(&judged.stdout);
+    let mut json: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .context("kusari eval printed no JSON line")?;
+    json["snapshot"] = serde_json::Value::from(snapshot.display().to_string());
+    write_atomic(
+        &run.dir.path.join(run_dir::FINAL_EVAL_FILE),
+        &serde_json::to_vec_pretty(&json)?,
+    )
 }
 
 fn scores(result: &RunResult) -> String {
@@ -511,7 +582,15 @@ pub fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Re
             .unwrap_or_default()
     };
     let name = &grid.name;
-    let png = plot::fid_plot(&configs, &format!("experiment {name}: FID over epochs"))?;
+    let (axis, over) = match options.budget {
+        Budget::Time(_) => (plot::Axis::Minutes, "training time"),
+        _ => (plot::Axis::Epoch, "epochs"),
+    };
+    let png = plot::fid_plot(
+        &configs,
+        &format!("experiment {name}: FID over {over}"),
+        axis,
+    )?;
     let plot_path = options.plot_path();
     if let Some(png) = &png {
         write_atomic(&plot_path, png)?;
@@ -521,6 +600,7 @@ pub fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Re
         Executor::Local { jobs } => format!("{jobs} at a time"),
         Executor::Slurm { .. } => "as a SLURM job array".to_string(),
     };
+    let sample_files = copy_sample_grids(options, plan)?;
     let report = Report {
         experiment: name.clone(),
         question: grid.question.clone(),
@@ -540,6 +620,8 @@ pub fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Re
         wall_seconds: wall,
         configs,
         runs,
+        final_samples: grid.judge.and_then(|j| j.final_samples),
+        sample_files,
         plot_file: png.as_ref().map(|_| file_name(&plot_path)),
         json_file: file_name(&options.json_path()),
     };
@@ -555,6 +637,57 @@ pub fn write_report(options: &Options, plan: &[PlannedRun], command: &str) -> Re
     }
     println!("wrote {}", options.json_path().display());
     Ok(())
+}
+
+/// Copies each cell's newest sample grid of its first seed that has one
+/// (the averaged G's where the run keeps one) beside the document, into
+/// `<doc stem>/<label>.png`; returns `(label, path relative to the document)`.
+fn copy_sample_grids(options: &Options, plan: &[PlannedRun]) -> Result<Vec<(String, String)>> {
+    let stem = options
+        .doc
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let folder = options.doc.with_file_name(&stem);
+    let mut copied = vec![];
+    for cell in &options.grid.cells {
+        let newest = plan
+            .iter()
+            .filter(|r| r.config.label == cell.label)
+            .find_map(|r| newest_grid(&r.dir.path));
+        let Some(source) = newest else {
+            continue;
+        };
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+        let target = folder.join(format!("{}.png", cell.label));
+        let bytes =
+            std::fs::read(&source).with_context(|| format!("cannot read {}", source.display()))?;
+        write_atomic(&target, &bytes)?;
+        copied.push((cell.label.clone(), format!("{stem}/{}.png", cell.label)));
+    }
+    Ok(copied)
+}
+
+/// The run's newest `generated_average_epoch{E}.png`, else `generated_epoch{E}.png`.
+fn newest_grid(run: &Path) -> Option<PathBuf> {
+    let names: Vec<String> = std::fs::read_dir(run)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ["generated_average_epoch", "generated_epoch"]
+        .iter()
+        .find_map(|prefix| {
+            names
+                .iter()
+                .filter_map(|n| {
+                    let epoch: u64 = n.strip_prefix(prefix)?.strip_suffix(".png")?.parse().ok()?;
+                    Some((epoch, n))
+                })
+                .max()
+                .map(|(_, n)| run.join(n))
+        })
 }
 
 /// The grid file's path relative to the workspace when it lies inside it.
@@ -634,7 +767,7 @@ mod tests {
     #[test]
     fn the_grid_files_plan_the_runs_of_the_committed_documents() -> Result<()> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for name in ["bn", "activation"] {
+        for name in ["bn-mlp", "activation-mlp"] {
             let report: serde_json::Value = serde_json::from_slice(&std::fs::read(
                 root.join(format!("docs/results/{name}.json")),
             )?)?;

@@ -55,6 +55,15 @@ pub trait Extension: Send {
         Priority::READER
     }
 
+    /// Whether the time this extension's `call` takes counts as training
+    /// time (`elapsed_time`, time limits, time triggers). An evaluation
+    /// that judges the model says `false`: a run with a time limit trains
+    /// as long with it as without, and curves over training time are not
+    /// bent by the cost of drawing them.
+    fn counts_as_training_time(&self) -> bool {
+        true
+    }
+
     fn initialize(&mut self, _ctx: &mut Context<'_>) -> Result<()> {
         Ok(())
     }

@@ -36,6 +36,8 @@ pub struct Trainer<U: Updater> {
     entries: Vec<Entry>,
     elapsed_before: Duration,
     started: Option<Instant>,
+    /// Time since `started` spent in extensions that do not count as training.
+    excluded: Duration,
     observation: Observation,
     stop: StopHandle,
     handle_signals: bool,
@@ -139,6 +141,7 @@ impl<U: Updater + 'static> Trainer<U> {
             entries: Vec::new(),
             elapsed_before: Duration::ZERO,
             started: None,
+            excluded: Duration::ZERO,
             observation: Observation::new(),
             stop: StopHandle::default(),
             handle_signals: true,
@@ -180,9 +183,11 @@ impl<U: Updater + 'static> Trainer<U> {
         &self.out
     }
 
-    /// Training time so far, including time before a resume.
+    /// Training time so far, including time before a resume, without the
+    /// time of extensions that do not count as training (evaluations).
     pub fn elapsed(&self) -> Duration {
-        self.elapsed_before + self.started.map(|s| s.elapsed()).unwrap_or_default()
+        let running = self.started.map(|s| s.elapsed()).unwrap_or_default();
+        self.elapsed_before + running.saturating_sub(self.excluded)
     }
 
     /// A handle that stops the run gracefully after the current iteration.
@@ -364,6 +369,7 @@ impl<U: Updater + 'static> Trainer<U> {
         }
         self.elapsed_before = self.elapsed();
         self.started = None;
+        self.excluded = Duration::ZERO;
         result
     }
 
@@ -391,8 +397,16 @@ impl<U: Updater + 'static> Trainer<U> {
                     })?;
                     if fire {
                         let name = self.entries[i].name.clone();
-                        self.with_extension(i, |ext, ctx| ext.call(ctx))
-                            .with_context(|| format!("extension `{name}`"))?;
+                        let started = Instant::now();
+                        let mut training = true;
+                        self.with_extension(i, |ext, ctx| {
+                            training = ext.counts_as_training_time();
+                            ext.call(ctx)
+                        })
+                        .with_context(|| format!("extension `{name}`"))?;
+                        if !training {
+                            self.excluded += started.elapsed();
+                        }
                     }
                 }
                 Ok(())

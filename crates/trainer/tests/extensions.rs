@@ -627,3 +627,39 @@ fn tensorboard_holds_the_logs_means_and_a_resumed_run_writes_each_step_once() ->
     assert_eq!(timeless(resumed_scalars), timeless(straight_scalars));
     Ok(())
 }
+
+/// Sleeps at every call; counts as training time or not.
+struct Slow {
+    training: bool,
+}
+
+impl Extension for Slow {
+    fn name(&self) -> String {
+        "slow".into()
+    }
+    fn counts_as_training_time(&self) -> bool {
+        self.training
+    }
+    fn call(&mut self, _ctx: &mut Context<'_>) -> Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Ok(())
+    }
+}
+
+#[test]
+fn time_in_extensions_that_are_not_training_is_left_out_of_the_clock() -> Result<()> {
+    let mut elapsed = vec![];
+    for training in [true, false] {
+        let dir = tempfile::tempdir()?;
+        let (mut trainer, _) = toy_trainer(dir.path(), 2.0, None)?; // 6 iterations
+        trainer.extend(Slow { training });
+        trainer.run()?;
+        elapsed.push(trainer.elapsed().as_secs_f64());
+    }
+    assert!(elapsed[0] >= 0.3, "six 50 ms calls count: {elapsed:?}");
+    assert!(
+        elapsed[1] < 0.15,
+        "six 50 ms calls do not count: {elapsed:?}"
+    );
+    Ok(())
+}

@@ -61,6 +61,11 @@ impl Flags {
         out
     }
 
+    /// These flags without `--name`.
+    pub fn without(&self, name: &str) -> Flags {
+        Flags(self.0.iter().filter(|f| f.name != name).cloned().collect())
+    }
+
     /// The value of `--name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

@@ -84,6 +84,11 @@ impl Budget {
 pub struct Judge {
     pub every: f64,
     pub samples: u64,
+    /// When set, each finished run is judged once more at its end:
+    /// `kusari sample` of this many images from its last snapshot (the
+    /// averaged G where the run keeps one), then `kusari eval`; these are
+    /// the document's numbers.
+    pub final_samples: Option<u64>,
 }
 
 /// Resources of each SLURM array task; flags of `--executor slurm` override them.
@@ -156,6 +161,8 @@ struct FileBudget {
 struct FileJudge {
     every: f64,
     samples: u64,
+    #[serde(rename = "final")]
+    final_samples: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -293,12 +300,19 @@ impl Grid {
         };
         let judge = match file.judge {
             Some(j) => {
-                if !(j.every.is_finite() && j.every > 0.0) || j.samples < 2 {
-                    bail!("[judge] needs every > 0 (epochs between evaluations) and samples ≥ 2");
+                if !(j.every.is_finite() && j.every > 0.0)
+                    || j.samples < 2
+                    || j.final_samples.is_some_and(|n| n < 2)
+                {
+                    bail!(
+                        "[judge] needs every > 0 (epochs between evaluations), samples ≥ 2 and \
+                         (if given) final ≥ 2"
+                    );
                 }
                 Some(Judge {
                     every: j.every,
                     samples: j.samples,
+                    final_samples: j.final_samples,
                 })
             }
             None => None,
@@ -709,8 +723,9 @@ mod tests {
 
     #[test]
     fn budgets_and_durations() -> Result<()> {
-        let grid = parse("question = \"q\"\nseeds = 1\n[budget]\ntime = \"1h30m\"\n[judge]\nevery = 0.5\nsamples = 1000\n[[axis]]\nflag = \"bn\"\nvalues = [\"joint\"]\n")?;
+        let grid = parse("question = \"q\"\nseeds = 1\n[budget]\ntime = \"1h30m\"\n[judge]\nevery = 0.5\nsamples = 1000\nfinal = 10000\n[[axis]]\nflag = \"bn\"\nvalues = [\"joint\"]\n")?;
         assert_eq!(grid.budget, Budget::Time(5400.0));
+        assert_eq!(grid.judge.unwrap().final_samples, Some(10000));
         assert_eq!(grid.budget.flags(), ["--time-limit", "5400s"]);
         assert_eq!(Budget::Time(600.0).text(), "10 min");
         assert_eq!(

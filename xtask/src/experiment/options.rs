@@ -314,13 +314,14 @@ mod tests {
         let o = parse_args(&["bn"])?.unwrap();
         assert_eq!(o.grid.name, "bn");
         assert_eq!(o.seeds, 3);
-        assert_eq!(o.budget, Budget::Epochs(5));
+        assert_eq!(o.budget, Budget::Time(600.0));
         assert_eq!(o.executor, Executor::Local { jobs: 1 });
         assert_eq!(o.runs_dir, root().join("results/experiments/bn"));
         assert_eq!(o.doc, root().join("docs/results/bn.md"));
         assert_eq!(o.plot_path(), root().join("docs/results/bn.png"));
         assert_eq!(o.json_path(), root().join("docs/results/bn.json"));
-        assert_eq!(o.shared_flags().get("eval-samples"), Some("10000"));
+        assert_eq!(o.shared_flags().get("eval-samples"), Some("2000"));
+        assert_eq!(o.grid.judge.unwrap().final_samples, Some(10000));
         o.check_budget()?;
         // The same grid by its path.
         let by_path = parse_args(&[root().join("experiments/bn.toml").to_str().unwrap()])?.unwrap();
@@ -353,7 +354,7 @@ mod tests {
         let flags = o.shared_flags();
         assert_eq!(flags.get("units-g"), Some("64"));
         assert_eq!(flags.get("eval-samples"), Some("500"));
-        assert_eq!(flags.get("units-d"), Some("256"));
+        assert_eq!(flags.get("preset"), Some("fast"));
         assert!(parse_args(&["--help"])?.is_none());
 
         let o = parse_args(&[

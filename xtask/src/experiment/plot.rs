@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::combinators::BindKeyPoints;
 use plotters::prelude::*;
 
-use super::stats::ConfigSummary;
+use super::stats::{ConfigSummary, CurvePoint};
 
 /// Line colors, one per configuration in turn (matplotlib's "tab10").
 const COLORS: [RGBColor; 6] = [
@@ -71,11 +71,28 @@ pub fn log_ticks(low: f64, high: f64) -> Vec<f64> {
         .collect()
 }
 
-/// Draws mean FID per epoch for every configuration (log scale), the band
+/// What the plot's x axis shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Axis {
+    Epoch,
+    /// Training time: the mean over the seeds at each evaluation.
+    Minutes,
+}
+
+/// Draws mean FID per epoch (or over training time) for every configuration (log scale), the band
 /// and whiskers from the lowest to the highest seed, and a legend; returns
 /// the PNG file's bytes. `None` when no configuration has a point.
-pub fn fid_plot(configs: &[ConfigSummary], title: &str) -> Result<Option<Vec<u8>>> {
-    let points = || configs.iter().flat_map(|c| c.curve.iter());
+pub fn fid_plot(configs: &[ConfigSummary], title: &str, axis: Axis) -> Result<Option<Vec<u8>>> {
+    let x = |p: &CurvePoint| match axis {
+        Axis::Epoch => p.epoch,
+        Axis::Minutes => p.minutes,
+    };
+    let points = || {
+        configs
+            .iter()
+            .flat_map(|c| c.curve.iter())
+            .filter(|p| x(p).is_finite())
+    };
     if points().next().is_none() {
         return Ok(None);
     }
@@ -83,8 +100,8 @@ pub fn fid_plot(configs: &[ConfigSummary], title: &str) -> Result<Option<Vec<u8>
     let (mut x_low, mut x_high) = (f64::INFINITY, f64::NEG_INFINITY);
     let (mut y_low, mut y_high) = (f64::INFINITY, f64::NEG_INFINITY);
     for p in points() {
-        x_low = x_low.min(p.epoch);
-        x_high = x_high.max(p.epoch);
+        x_low = x_low.min(x(p));
+        x_high = x_high.max(x(p));
         y_low = y_low.min(p.min);
         y_high = y_high.max(p.max);
     }
@@ -126,7 +143,10 @@ pub fn fid_plot(configs: &[ConfigSummary], title: &str) -> Result<Option<Vec<u8>
         };
         chart
             .configure_mesh()
-            .x_desc("epoch")
+            .x_desc(match axis {
+                Axis::Epoch => "epoch",
+                Axis::Minutes => "training time (minutes)",
+            })
             .y_desc("FID (log scale; lower is better)")
             .x_labels(12)
             .y_labels(10)
@@ -147,8 +167,8 @@ pub fn fid_plot(configs: &[ConfigSummary], title: &str) -> Result<Option<Vec<u8>
             let band: Vec<(f64, f64)> = config
                 .curve
                 .iter()
-                .map(|p| (p.epoch + dx, p.max))
-                .chain(config.curve.iter().rev().map(|p| (p.epoch + dx, p.min)))
+                .map(|p| (x(p) + dx, p.max))
+                .chain(config.curve.iter().rev().map(|p| (x(p) + dx, p.min)))
                 .collect();
             chart
                 .draw_series(std::iter::once(Polygon::new(
@@ -159,7 +179,7 @@ pub fn fid_plot(configs: &[ConfigSummary], title: &str) -> Result<Option<Vec<u8>
             chart
                 .draw_series(config.curve.iter().map(|p| {
                     PathElement::new(
-                        vec![(p.epoch + dx, p.min), (p.epoch + dx, p.max)],
+                        vec![(x(p) + dx, p.min), (x(p) + dx, p.max)],
                         color.mix(0.7).stroke_width(2),
                     )
                 }))
@@ -167,7 +187,7 @@ pub fn fid_plot(configs: &[ConfigSummary], title: &str) -> Result<Option<Vec<u8>
             let label = format!("{} ({} seeds)", config.label, config.runs - config.diverged);
             chart
                 .draw_series(LineSeries::new(
-                    config.curve.iter().map(|p| (p.epoch + dx, p.mean)),
+                    config.curve.iter().map(|p| (x(p) + dx, p.mean)),
                     color.stroke_width(2),
                 ))
                 .map_err(drawing)?
@@ -180,7 +200,7 @@ pub fn fid_plot(configs: &[ConfigSummary], title: &str) -> Result<Option<Vec<u8>
                     config
                         .curve
                         .iter()
-                        .map(|p| Circle::new((p.epoch + dx, p.mean), 4, color.filled())),
+                        .map(|p| Circle::new((x(p) + dx, p.mean), 4, color.filled())),
                 )
                 .map_err(drawing)?;
         }
@@ -227,7 +247,8 @@ mod tests {
 
     #[test]
     fn draws_a_png_or_nothing() -> Result<()> {
-        let point = |epoch, mean| CurvePoint {
+        let point = |epoch: f64, mean| CurvePoint {
+            minutes: epoch * 2.0,
             epoch,
             mean,
             min: mean * 0.8,
@@ -239,12 +260,15 @@ mod tests {
             config("separate", vec![point(1.0, 300.0), point(2.0, 60.0)]),
             config("real-stats", vec![]),
         ];
-        let png = fid_plot(&configs, "bn").unwrap().expect("a plot");
+        let png = fid_plot(&configs, "bn", Axis::Epoch)
+            .unwrap()
+            .expect("a plot");
+        assert!(fid_plot(&configs, "bn", Axis::Minutes)?.is_some());
         assert_eq!(&png[1..4], b"PNG");
         let decoder = png::Decoder::new(std::io::Cursor::new(png));
         let info = decoder.read_info()?.info().clone();
         assert_eq!((info.width, info.height), SIZE);
-        assert!(fid_plot(&configs[2..], "bn")?.is_none());
+        assert!(fid_plot(&configs[2..], "bn", Axis::Epoch)?.is_none());
         Ok(())
     }
 

@@ -43,6 +43,10 @@ pub struct Report {
     pub wall_seconds: f64,
     pub configs: Vec<ConfigSummary>,
     pub runs: Vec<RunResult>,
+    /// Samples per number: `final` of `[judge]`, when the table's numbers come from it.
+    pub final_samples: Option<u64>,
+    /// `(label, file beside the document)` of each configuration's sample grid.
+    pub sample_files: Vec<(String, String)>,
     /// The plot's file name, beside the document; `None` when nothing was judged.
     pub plot_file: Option<String>,
     /// The raw numbers' file name, beside the document.
@@ -263,10 +267,16 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(w, "{}\n", answer(&report.configs));
 
     let _ = writeln!(w, "## Results\n");
-    let eval_samples = report.shared_flags.get("eval-samples").unwrap_or("?");
+    let eval_samples = match report.final_samples {
+        Some(n) => format!("{n} samples of each run's last snapshot"),
+        None => format!(
+            "{} samples",
+            report.shared_flags.get("eval-samples").unwrap_or("?")
+        ),
+    };
     let _ = writeln!(
         w,
-        "Final evaluation after {} of training, {} samples judged by the MNIST judge \
+        "Final evaluation after {} of training, {} judged by the MNIST judge \
          (docs/evaluation.md), {} per configuration (seeds 1–{}). FID: lower is better \
          (real digits score ≈ 3.6); IS: higher is better (real digits ≈ 9.8); min class share: \
          0.1 when all ten digits are equally frequent, near 0 when one is missing. Means and \
@@ -282,11 +292,46 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(md, "- `{}`: {}", c.label, c.meaning);
     }
     md.push('\n');
-    if let Some(plot) = &report.plot_file {
+    if !report.sample_files.is_empty() {
         let _ = writeln!(
             md,
-            "![Mean FID over epochs per configuration]({plot})\n\n\
-             *Mean FID per epoch (log scale); the shaded band and the whiskers span the lowest \
+            "Samples of each configuration's first seed at the end of its run:\n"
+        );
+        let _ = writeln!(
+            md,
+            "| {} |",
+            report
+                .sample_files
+                .iter()
+                .map(|(l, _)| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let _ = writeln!(md, "|{}", " --- |".repeat(report.sample_files.len()));
+        let _ = writeln!(
+            md,
+            "| {} |\n",
+            report
+                .sample_files
+                .iter()
+                .map(|(l, f)| format!("![{l}]({f})"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    if let Some(plot) = &report.plot_file {
+        let (over, per) = if report.budget_flags.starts_with("--time-limit") {
+            (
+                "training time",
+                "evaluation, at the seeds' mean training time",
+            )
+        } else {
+            ("epochs", "epoch")
+        };
+        let _ = writeln!(
+            md,
+            "![Mean FID over {over} per configuration]({plot})\n\n\
+             *Mean FID per {per} (log scale); the shaded band and the whiskers span the lowest \
              to the highest seed.*\n"
         );
     }
@@ -307,14 +352,22 @@ pub fn markdown(report: &Report) -> String {
         md,
         "Every run is `kusari train {}` with the base configuration below, the grid's {} on \
          top, `--seed S {} --out <runs-dir>/<config>/seed<S>`:\n",
-        report.objective,
+        if report.varied.iter().any(|v| v == "objective") {
+            "OBJECTIVE"
+        } else {
+            report.objective.as_str()
+        },
         list(&varied),
         report.budget_flags
     );
+    let objective = if report.varied.iter().any(|v| v == "objective") {
+        "OBJECTIVE"
+    } else {
+        report.objective.as_str()
+    };
     let _ = writeln!(
         md,
-        "```sh\nkusari train {} {}\n```\n",
-        report.objective,
+        "```sh\nkusari train {objective} {}\n```\n",
         report.shared_flags.command_text()
     );
     if report.overrides.iter().next().is_some() {
@@ -492,9 +545,12 @@ mod tests {
                 inception_score: Some(8.0),
                 min_class_share: Some(0.08),
                 fid_curve: vec![(1.0, 90.0)],
+                fid_times: vec![100.0],
                 train_seconds: Some(300.0),
                 wall_seconds: 330.0,
             }],
+            final_samples: None,
+            sample_files: vec![("joint".into(), "bn/joint.png".into())],
             plot_file: Some("bn.png".into()),
             json_file: "bn.json".into(),
         };
@@ -506,6 +562,7 @@ mod tests {
             "<!-- answer:",
             "`joint` reaches the lowest mean FID",
             "| joint | `--bn joint` | **31.0 ± 1.0** |",
+            "![joint](bn/joint.png)",
             "![Mean FID over epochs per configuration](bn.png)",
             "| joint | 1 | 30.00 | 8.000 | 0.0800 | 5 min 00 s | 5 min 30 s |",
             "MNIST_DIR=/data cargo xtask experiment bn",

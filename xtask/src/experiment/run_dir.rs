@@ -21,6 +21,8 @@ const DIVERGED_FILE: &str = "diverged.json";
 pub const FINISHED_FILE: &str = "finished.json";
 /// Written by a SLURM task when kusari failed (its exit status).
 pub const FAILED_FILE: &str = "failed.json";
+/// The final judgement of a finished run (`[judge] final`).
+pub const FINAL_EVAL_FILE: &str = "final_eval.json";
 /// kusari names its snapshot folders `snapshot_iter_<N>`.
 const SNAPSHOT_PREFIX: &str = "snapshot_iter_";
 /// A complete snapshot folder holds both of these.
@@ -170,6 +172,36 @@ impl RunDir {
         }
     }
 
+    /// The newest complete snapshot folder, if any.
+    pub fn newest_snapshot(&self) -> Option<PathBuf> {
+        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.path)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n: u64 = name.strip_prefix(SNAPSHOT_PREFIX)?.parse().ok()?;
+                let complete = SNAPSHOT_FILES.iter().all(|f| e.path().join(f).is_file());
+                complete.then(|| (n, e.path()))
+            })
+            .collect();
+        found.sort();
+        found.pop().map(|(_, p)| p)
+    }
+
+    /// The final judgement (`eval/fid`, `eval/is`, `eval/min_class_share`), if made.
+    pub fn final_eval(&self) -> Result<Option<Value>> {
+        let path = self.path.join(FINAL_EVAL_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{} is unreadable", path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
     /// Marks the run as finished (kusari exited 0).
     pub fn mark_finished(&self) -> Result<()> {
         let json = serde_json::json!({ "finished_at": unix_now() });
@@ -299,6 +331,9 @@ pub struct RunResult {
     pub min_class_share: Option<f64>,
     /// `(epoch, FID)` of every evaluation up to the last epoch.
     pub fid_curve: Vec<(f64, f64)>,
+    /// The training time (seconds, `elapsed_time`) of each point of `fid_curve`.
+    #[serde(default)]
+    pub fid_times: Vec<f64>,
     /// Training time kusari logged at the last epoch (includes evaluations).
     pub train_seconds: Option<f64>,
     /// Wall-clock time of every kusari attempt for this run, summed.
@@ -335,10 +370,18 @@ impl RunResult {
             _ => None,
         };
         let last_epoch = budget.epochs().map_or(f64::INFINITY, f64::from);
-        let fid_curve = log
+        let judged_entries: Vec<&Map<String, Value>> = log
+            .iter()
+            .filter(|e| number(e, "epoch").is_some_and(|epoch| epoch <= last_epoch))
+            .filter(|e| number(e, "eval/fid").is_some())
+            .collect();
+        let fid_curve = judged_entries
             .iter()
             .filter_map(|e| Some((number(e, "epoch")?, number(e, "eval/fid")?)))
-            .filter(|(epoch, _)| *epoch <= last_epoch)
+            .collect();
+        let fid_times = judged_entries
+            .iter()
+            .map(|e| number(e, "elapsed_time").unwrap_or(f64::NAN))
             .collect();
         Self {
             config: config.to_string(),
@@ -348,6 +391,7 @@ impl RunResult {
             inception_score: judged.and_then(|e| number(e, "eval/is")),
             min_class_share: judged.and_then(|e| number(e, "eval/min_class_share")),
             fid_curve,
+            fid_times,
             train_seconds: last.and_then(|e| number(e, "elapsed_time")),
             wall_seconds,
         }

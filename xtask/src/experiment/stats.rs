@@ -62,6 +62,8 @@ pub fn separation(better: &Summary, worse: &Summary) -> Separation {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct CurvePoint {
     pub epoch: f64,
+    /// Mean training time at this evaluation over the seeds, in minutes.
+    pub minutes: f64,
     pub mean: f64,
     pub min: f64,
     pub max: f64,
@@ -128,13 +130,20 @@ fn curve(runs: &[&RunResult], kept: fn(&RunResult) -> bool) -> Vec<CurvePoint> {
     epochs
         .into_iter()
         .filter_map(|epoch| {
+            let at_epoch = |r: &&RunResult| r.fid_curve.iter().position(|p| p.0 == epoch);
             let fids: Vec<f64> = runs
                 .iter()
-                .filter_map(|r| r.fid_curve.iter().find(|p| p.0 == epoch).map(|p| p.1))
+                .filter_map(|r| at_epoch(r).map(|k| r.fid_curve[k].1))
+                .collect();
+            let times: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| at_epoch(r).and_then(|k| r.fid_times.get(k).copied()))
+                .filter(|t| t.is_finite())
                 .collect();
             let summary = Summary::of(&fids)?;
             Some(CurvePoint {
                 epoch,
+                minutes: Summary::of(&times).map_or(f64::NAN, |t| t.mean / 60.0),
                 mean: summary.mean,
                 min: fids.iter().copied().fold(f64::INFINITY, f64::min),
                 max: fids.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -158,6 +167,7 @@ mod tests {
             inception_score: fid.map(|f| 100.0 / f),
             min_class_share: fid.map(|_| 0.08),
             fid_curve: curve.to_vec(),
+            fid_times: curve.iter().map(|p| p.0 * 60.0 + seed as f64).collect(),
             train_seconds: Some(10.0),
             wall_seconds: 12.0,
         }
@@ -235,6 +245,8 @@ mod tests {
         assert_eq!(joint.curve[0].mean, 40.0);
         assert_eq!((joint.curve[0].min, joint.curve[0].max), (30.0, 50.0));
         assert_eq!(joint.curve[0].n, 2);
+        // Seeds 1 and 2 judged epoch 1 after 61 and 62 s of training.
+        assert!((joint.curve[0].minutes - 61.5 / 60.0).abs() < 1e-12);
         assert_eq!(joint.curve[1].mean, 15.0);
         assert_eq!(joint.curve[1].n, 2);
         assert_eq!(summaries[1].fid.unwrap().std, None);

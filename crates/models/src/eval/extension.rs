@@ -84,6 +84,12 @@ impl Evaluator {
 }
 
 impl Extension for Evaluator {
+    /// Judging the model is not training it: time limits and curves over
+    /// training time leave it out.
+    fn counts_as_training_time(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> String {
         "evaluator".to_string()
     }
