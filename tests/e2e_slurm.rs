@@ -95,6 +95,7 @@ fn runs(doc_json: &Path) -> Vec<serde_json::Value> {
             let map = r.as_object_mut().unwrap();
             map.remove("train_seconds");
             map.remove("wall_seconds");
+            map.remove("fid_times");
             r
         })
         .collect()
