@@ -474,6 +474,18 @@ fn tensorboard_files_hold_the_log_images_and_configuration_and_resume_in_place()
         comparable(tensorboard_values(&straight))
     );
 
+    let every = dir.path().join("every");
+    assert_ok(&run(&train(
+        &data,
+        &every,
+        &["--iterations", "12", "--tensorboard", "iterations"],
+    )));
+    let per_iteration = tensorboard_values(&every)
+        .into_iter()
+        .filter(|(tag, _, _)| tag == "iteration/dis/loss")
+        .count();
+    assert_eq!(per_iteration, 12);
+
     let off = dir.path().join("off");
     assert_ok(&run(&train(
         &data,

@@ -94,11 +94,15 @@ pub enum Preset {
     Fast,
 }
 
-/// A switch given as `on` or `off`.
+/// What `--tensorboard` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnOff {
+pub enum TensorBoardMode {
+    /// The log's entries, images, configuration, hyper-parameters.
     On,
+    /// No event files.
     Off,
+    /// Also every iteration's reported values.
+    Iterations,
 }
 
 /// How the learning rates move during a run.
@@ -155,9 +159,10 @@ pub struct TrainArgs {
     pub lr_decay: Option<LrDecay>,
 
     /// TensorBoard event files in the output folder: the log's scalars, the image grids, the
-    /// configuration and the hyper-parameters (`tensorboard --logdir OUT`) [default: on].
+    /// configuration and the hyper-parameters (`tensorboard --logdir OUT`); `iterations` adds
+    /// every iteration's values as `iteration/KEY` [default: on].
     #[arg(long, value_enum, default_value = "on")]
-    pub tensorboard: OnOff,
+    pub tensorboard: TensorBoardMode,
 
     /// Keep an exponential moving average of G's weights with this decay (e.g. 0.999); samples
     /// (`generated_average_epoch{E}.png`), evaluations and `kusari sample` then use it; 0 turns

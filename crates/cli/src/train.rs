@@ -21,7 +21,7 @@ use kusari_trainer::{
     Trainer, Updater,
 };
 
-use crate::args::{DatasetKind, LrDecay, OnOff, TrainArgs};
+use crate::args::{DatasetKind, LrDecay, TensorBoardMode, TrainArgs};
 use crate::config::{
     apply_flags, default_out_dir, settings_changed, DataConfig, RunConfig, SNAPSHOT_KEY,
 };
@@ -63,11 +63,12 @@ pub fn run(args: &TrainArgs) -> Result<Ending> {
         .metadata_mut()
         .insert(SNAPSHOT_KEY.into(), serde_json::to_value(&config)?);
     let tensorboard = match args.tensorboard {
-        OnOff::On => Some(
+        TensorBoardMode::Off => None,
+        mode => Some((
             std::fs::read_to_string(out.join("args.json"))
                 .context("reading back args.json for TensorBoard")?,
-        ),
-        OnOff::Off => None,
+            mode == TensorBoardMode::Iterations,
+        )),
     };
     add_extensions(&mut trainer, &config, &nets, &dataset, tensorboard)?;
 
@@ -482,7 +483,7 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     config: &RunConfig,
     nets: &Nets,
     dataset: &ArrayDataset,
-    tensorboard: Option<String>,
+    tensorboard: Option<(String, bool)>,
 ) -> Result<()> {
     let log_every = match config.log_every_iterations {
         Some(n) => IntervalTrigger::iterations(n),
@@ -507,14 +508,19 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     if nets.dis.auto_encoder().is_some() {
         standard = standard.reconstruct(reconstruction_inputs(config, dataset, nets.gen.device())?);
     }
-    let writer = tensorboard.map(|args_json| {
+    let writer = tensorboard.map(|(args_json, every_iteration)| {
         let writer = TensorBoardWriter::default();
         let (hp, metrics) = hparams(config);
         let text = format!("```json\n{args_json}\n```");
-        standard = std::mem::replace(&mut standard, StandardExtensions::new(0))
-            .tensorboard(writer.clone(), move |report| {
-                report.hparams(hp, metrics).text("config/args.json", text)
-            });
+        standard = std::mem::replace(&mut standard, StandardExtensions::new(0)).tensorboard(
+            writer.clone(),
+            move |report| {
+                report
+                    .hparams(hp, metrics)
+                    .text("config/args.json", text)
+                    .every_iteration(every_iteration)
+            },
+        );
         writer
     });
     standard.add_to(trainer, nets)?;
