@@ -496,3 +496,25 @@ fn tensorboard_files_hold_the_log_images_and_configuration_and_resume_in_place()
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn bad_flags_leave_no_folder_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = kusari()
+        .current_dir(dir.path())
+        .args(["train", "ebgan", "--batch-size", "0"])
+        .output()
+        .unwrap();
+    assert_fails_with(&output, &["--batch-size"]);
+    let missing = dir.path().join("nowhere");
+    let output = run(&[
+        "train",
+        "ebgan",
+        "--out",
+        missing.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_fails_with(&output, &["no snapshot"]);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

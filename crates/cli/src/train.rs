@@ -31,6 +31,10 @@ use kusari_trainer::device::parse_device as device_from_flag;
 pub fn run(args: &TrainArgs) -> Result<Ending> {
     let device = device_from_flag(&args.device)?;
     let out = out_dir(args)?;
+    if args.resume.is_none() || !out.exists() {
+        // Bad flags (or a resume from nowhere) fail before any folder is made.
+        resolve(args, &out, &device)?;
+    }
     ensure_writable_dir(&out)?;
     // Held until the process ends: nothing below may race another run.
     let _lock = RunLock::acquire(&out)?;
