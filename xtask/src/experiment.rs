@@ -423,7 +423,7 @@ fn judge_finished_run(binary: &Path, run: &PlannedRun, n: u64) -> Result<()> {
     }
     let snapshot = run
         .dir
-        .newest_snapshot()
+        .newest_snapshot()?
         .with_context(|| format!("{} has no snapshot to judge", run.dir.path.display()))?;
     let samples = run.dir.path.join("final_samples.npy");
     let sampled = std::process::Command::new(binary)

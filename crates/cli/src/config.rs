@@ -424,21 +424,7 @@ pub fn fixed_settings_changed(stored: &RunConfig, resumed: &RunConfig) -> Vec<St
             "seed": c.seed,
         })
     };
-    let mut differences = vec![];
-    json_differences(
-        "",
-        &fixed_part(stored),
-        &fixed_part(resumed),
-        &mut differences,
-    );
-    let mut named: Vec<String> = vec![];
-    for (path, old, new) in differences {
-        let item = format!("{} ({old} → {new})", flag_of_setting(&path));
-        if !named.contains(&item) {
-            named.push(item);
-        }
-    }
-    named
+    named_differences(&fixed_part(stored), &fixed_part(resumed))
 }
 
 /// Every setting that differs between two configurations of one run, as
@@ -447,8 +433,14 @@ pub fn settings_changed(stored: &RunConfig, resumed: &RunConfig) -> Vec<String> 
     let (Ok(a), Ok(b)) = (serde_json::to_value(stored), serde_json::to_value(resumed)) else {
         return vec![];
     };
+    named_differences(&a, &b)
+}
+
+/// The leaves where `a` and `b` differ, as `--flag (old → new)`, once each;
+/// the data's fingerprint is not a setting.
+fn named_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
     let mut differences = vec![];
-    json_differences("", &a, &b, &mut differences);
+    json_differences("", a, b, &mut differences);
     let mut named: Vec<String> = vec![];
     for (path, old, new) in differences {
         let item = format!("{} ({old} → {new})", flag_of_setting(&path));

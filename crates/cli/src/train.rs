@@ -512,21 +512,19 @@ fn add_extensions<U: kusari_trainer::Updater + 'static>(
     if nets.dis.auto_encoder().is_some() {
         standard = standard.reconstruct(reconstruction_inputs(config, dataset, nets.gen.device())?);
     }
-    let writer = tensorboard.map(|(args_json, every_iteration)| {
-        let writer = TensorBoardWriter::default();
+    let mut writer = None;
+    if let Some((args_json, every_iteration)) = tensorboard {
+        let tensorboard = TensorBoardWriter::default();
         let (hp, metrics) = hparams(config);
         let text = format!("```json\n{args_json}\n```");
-        standard = std::mem::replace(&mut standard, StandardExtensions::new(0)).tensorboard(
-            writer.clone(),
-            move |report| {
-                report
-                    .hparams(hp, metrics)
-                    .text("config/args.json", text)
-                    .every_iteration(every_iteration)
-            },
-        );
-        writer
-    });
+        standard = standard.tensorboard(tensorboard.clone(), move |report| {
+            report
+                .hparams(hp, metrics)
+                .text("config/args.json", text)
+                .every_iteration(every_iteration)
+        });
+        writer = Some(tensorboard);
+    }
     standard.add_to(trainer, nets)?;
     let judged = match config.gen_ema {
         Some(decay) => {

@@ -131,29 +131,7 @@ impl RunDir {
 
     /// Whether a complete `snapshot_iter_N` folder exists.
     pub fn has_snapshot(&self) -> Result<bool> {
-        let listing = match std::fs::read_dir(&self.path) {
-            Ok(listing) => listing,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot list {}", self.path.display()))
-            }
-        };
-        for entry in listing {
-            let entry = entry.with_context(|| format!("cannot list {}", self.path.display()))?;
-            let name = entry.file_name();
-            let is_snapshot = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(SNAPSHOT_PREFIX))
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if is_snapshot
-                && SNAPSHOT_FILES
-                    .iter()
-                    .all(|f| entry.path().join(f).is_file())
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.newest_snapshot()?.is_some())
     }
 
     /// The divergence message, when the run diverged.
@@ -172,20 +150,32 @@ impl RunDir {
         }
     }
 
-    /// The newest complete snapshot folder, if any.
-    pub fn newest_snapshot(&self) -> Option<PathBuf> {
-        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.path)
-            .ok()?
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let n: u64 = name.strip_prefix(SNAPSHOT_PREFIX)?.parse().ok()?;
-                let complete = SNAPSHOT_FILES.iter().all(|f| e.path().join(f).is_file());
-                complete.then(|| (n, e.path()))
-            })
-            .collect();
-        found.sort();
-        found.pop().map(|(_, p)| p)
+    /// The newest complete `snapshot_iter_N` folder, if any.
+    pub fn newest_snapshot(&self) -> Result<Option<PathBuf>> {
+        let listing = match std::fs::read_dir(&self.path) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot list {}", self.path.display()))
+            }
+        };
+        let mut found = vec![];
+        for entry in listing {
+            let entry = entry.with_context(|| format!("cannot list {}", self.path.display()))?;
+            let name = entry.file_name();
+            let number = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(SNAPSHOT_PREFIX))
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok());
+            let complete = SNAPSHOT_FILES
+                .iter()
+                .all(|f| entry.path().join(f).is_file());
+            if let (Some(n), true) = (number, complete) {
+                found.push((n, entry.path()));
+            }
+        }
+        Ok(found.into_iter().max().map(|(_, p)| p))
     }
 
     /// The final judgement (`eval/fid`, `eval/is`, `eval/min_class_share`), if made.
